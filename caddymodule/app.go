@@ -1,0 +1,302 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/keygate/keygate/caddymodule/auth"
+	"github.com/keygate/keygate/caddymodule/cache"
+	"github.com/keygate/keygate/caddymodule/keys"
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+func init() {
+	caddy.RegisterModule((*App)(nil))
+}
+
+// Defaults of the app's options.
+const (
+	DefaultCacheSize    = 100_000
+	DefaultCacheTTL     = time.Minute
+	DefaultNegativeTTL  = time.Minute
+	DefaultStoreTimeout = 2 * time.Second
+)
+
+// App is the keygate app: what every keygate handler and the dashboard
+// share. It owns the key store, the secret and the key cache. Configure it
+// with the `keygate` global option; without one, it uses the embedded
+// SQLite store in Caddy's data directory and a secret generated beside it.
+type App struct {
+	// Store keeps accounts, members, keys and the audit log. Default:
+	// {"module":"sqlite"}, a file in Caddy's data directory.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=keygate.stores inline_key=module"`
+
+	// Secret from which the key digests and the sealing key are derived:
+	// at least 32 bytes of random material, the same on every instance of a
+	// fleet. Give it as a placeholder, {env.KEYGATE_SECRET} or
+	// {file./run/secrets/keygate}, so that it stays out of the config.
+	// Required with the postgres store. Default with the sqlite store: a
+	// secret generated once and kept, mode 0600, in Caddy's data directory.
+	// Changing it makes every existing key invalid.
+	Secret string `json:"secret,omitempty"`
+
+	// CacheSize is how many keys, valid and unknown together, the cache
+	// holds. Default: 100000.
+	CacheSize int `json:"cache_size,omitempty"`
+	// CacheTTL is how long a valid key is trusted without asking the store.
+	// A key deleted on this instance is evicted at once; on other instances
+	// of a fleet it is refused at the latest after this long. Default: 1m.
+	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
+	// NegativeTTL is how long an unknown key is remembered as unknown, so
+	// that a flood of bad keys does not become a flood of queries. A key
+	// created on this instance is forgotten as unknown at once. Default: 1m.
+	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
+	// StoreTimeout bounds one store lookup; a request whose key could not
+	// be looked up in time is answered 503. Default: 2s.
+	StoreTimeout caddy.Duration `json:"store_timeout,omitempty"`
+
+	// Migrate says whether the app applies pending schema migrations when
+	// it starts ("auto") or leaves them to `keygate migrate` ("off").
+	// Migrations run under a lock, so instances starting together are safe.
+	// Default: auto.
+	Migrate string `json:"migrate,omitempty"`
+
+	storeMod StoreModule
+	secret   []byte // nil: generate or load the local one at Start
+	logger   *zap.Logger
+	rt       atomic.Pointer[runtime]
+	rtKey    string
+	stop     context.CancelFunc
+	bg       sync.WaitGroup
+}
+
+// runtime is what the app builds at Start: the parts of keygate that do
+// the work. It is shared across config reloads while the store, secret and
+// cache settings stay the same, so a reload keeps the cache warm and a key
+// deleted through the new config is evicted from the cache the old one is
+// still draining requests with.
+type runtime struct {
+	store    store.Store
+	verifier *auth.Verifier
+	manager  *auth.Manager
+}
+
+func (*runtime) Destruct() error { return nil } // the store has its own pool entry
+
+var runtimes = caddy.NewUsagePool()
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "keygate", New: func() caddy.Module { return new(App) }}
+}
+
+// Provision loads the store module and resolves the settings. It opens
+// nothing and writes nothing: `caddy validate` runs it.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if a.StoreRaw == nil {
+		a.StoreRaw = json.RawMessage(`{"module":"sqlite"}`)
+	}
+	mod, err := ctx.LoadModule(a, "StoreRaw")
+	if err != nil {
+		return fmt.Errorf("loading keygate store: %w", err)
+	}
+	a.storeMod = mod.(StoreModule)
+
+	if a.Secret != "" {
+		secret := caddy.NewReplacer().ReplaceKnown(a.Secret, "")
+		if secret == "" {
+			return errors.New("keygate secret is empty: if it is a placeholder such as {env.KEYGATE_SECRET}, set that variable")
+		}
+		a.secret = []byte(secret)
+		if _, err := keys.NewKeyring(a.secret); err != nil {
+			return fmt.Errorf("keygate secret: %w", err)
+		}
+	}
+	if a.CacheSize == 0 {
+		a.CacheSize = DefaultCacheSize
+	}
+	if a.CacheTTL == 0 {
+		a.CacheTTL = caddy.Duration(DefaultCacheTTL)
+	}
+	if a.NegativeTTL == 0 {
+		a.NegativeTTL = caddy.Duration(DefaultNegativeTTL)
+	}
+	if a.StoreTimeout == 0 {
+		a.StoreTimeout = caddy.Duration(DefaultStoreTimeout)
+	}
+	if a.Migrate == "" {
+		a.Migrate = "auto"
+	}
+
+	cacheEntries := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "keygate", Name: "cache_entries",
+		Help: "Keys in the cache, valid and unknown.",
+	}, func() float64 {
+		if rt := a.rt.Load(); rt != nil {
+			return float64(rt.verifier.CacheLen())
+		}
+		return 0
+	})
+	return registerMetrics(ctx.GetMetricsRegistry(), cacheEntries)
+}
+
+// Validate checks the settings.
+func (a *App) Validate() error {
+	if a.secret == nil && !a.storeMod.Local() {
+		return errors.New("keygate: the postgres store needs a secret shared by every instance; add `secret {env.KEYGATE_SECRET}` and set it to at least 32 random bytes (openssl rand -base64 32)")
+	}
+	switch {
+	case a.CacheSize < 0:
+		return errors.New("keygate: cache_size must be positive")
+	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0:
+		return errors.New("keygate: cache_ttl, negative_ttl and store_timeout must be positive")
+	case a.Migrate != "auto" && a.Migrate != "off":
+		return fmt.Errorf("keygate: migrate must be auto or off, not %q", a.Migrate)
+	}
+	return nil
+}
+
+// Start opens the store, builds (or shares) the runtime and applies
+// migrations. A database that is down does not stop Caddy: requests get 503
+// until it answers, and migrations are retried in the background.
+func (a *App) Start() error {
+	rt, err := a.open()
+	if err != nil {
+		return err
+	}
+	var ctx context.Context
+	ctx, a.stop = context.WithCancel(context.Background())
+	if a.Migrate == "auto" {
+		if err := migrateOnce(ctx, rt.store); err != nil {
+			if a.storeMod.Local() {
+				return err
+			}
+			a.logger.Error("migrating keygate store failed; retrying in the background", zap.Error(err))
+			a.bg.Add(1)
+			go a.retryMigrate(ctx, rt.store)
+		}
+	}
+	a.rt.Store(rt)
+	return nil
+}
+
+// open builds or shares the runtime. The command line uses it too.
+func (a *App) open() (*runtime, error) {
+	st, err := a.storeMod.Open()
+	if err != nil {
+		return nil, err
+	}
+	secret := a.secret
+	if secret == nil {
+		if secret, err = loadOrCreateSecret(filepath.Join(caddy.AppDataDir(), "keygate", "secret")); err != nil {
+			return nil, err
+		}
+	}
+	kr, err := keys.NewKeyring(secret)
+	if err != nil {
+		return nil, fmt.Errorf("keygate secret: %w", err)
+	}
+	cfg := cache.Config{
+		Size:         a.CacheSize,
+		TTL:          time.Duration(a.CacheTTL),
+		NegativeTTL:  time.Duration(a.NegativeTTL),
+		FetchTimeout: time.Duration(a.StoreTimeout),
+	}
+	a.rtKey = fmt.Sprintf("%s|%x|%+v", a.storeMod.ID(), sha256.Sum256(secret), cfg)
+	v, _, err := runtimes.LoadOrNew(a.rtKey, func() (caddy.Destructor, error) {
+		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: st.LookupKey, Cache: cfg, ObserveLookup: observeLookup})
+		if err != nil {
+			return nil, err
+		}
+		return &runtime{
+			store:    st,
+			verifier: verifier,
+			manager:  &auth.Manager{Store: st, Keyring: kr, Verifier: verifier},
+		}, nil
+	})
+	if err != nil {
+		a.rtKey = ""
+		return nil, err
+	}
+	return v.(*runtime), nil
+}
+
+func migrateOnce(ctx context.Context, st store.Store) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return st.Migrate(ctx)
+}
+
+func (a *App) retryMigrate(ctx context.Context, st store.Store) {
+	defer a.bg.Done()
+	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := migrateOnce(ctx, st); err != nil {
+			a.logger.Warn("migrating keygate store failed; will retry", zap.Error(err), zap.Duration("retry_in", min(2*wait, time.Minute)))
+			continue
+		}
+		a.logger.Info("keygate store migrated")
+		return
+	}
+}
+
+// Stop ends the app's background work.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		a.stop()
+	}
+	a.bg.Wait()
+	return nil
+}
+
+// Cleanup releases this config's share of the runtime; the store module
+// releases the store.
+func (a *App) Cleanup() error {
+	if a.rtKey == "" {
+		return nil
+	}
+	_, err := runtimes.Delete(a.rtKey)
+	a.rtKey = ""
+	return err
+}
+
+// Manager returns what creates, reveals and deletes keys, or nil before
+// the app has started. The dashboard uses it.
+func (a *App) Manager() *auth.Manager {
+	if rt := a.rt.Load(); rt != nil {
+		return rt.manager
+	}
+	return nil
+}
+
+// Store returns the store, or nil before the app has started.
+func (a *App) Store() store.Store {
+	if rt := a.rt.Load(); rt != nil {
+		return rt.store
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

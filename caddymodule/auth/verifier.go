@@ -1,0 +1,168 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/keygate/keygate/caddymodule/cache"
+	"github.com/keygate/keygate/caddymodule/keys"
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+// Result is the answer to a request's key.
+type Result uint8
+
+const (
+	// Allowed: the key is live; Decision.Identity says whose it is.
+	Allowed Result = iota
+	// Unauthorized: no key, a malformed key, an unknown or a deleted key.
+	// These are deliberately indistinguishable to the client.
+	Unauthorized
+	// Unavailable: the key is not cached and the store did not answer.
+	// Never an Unauthorized: a valid key must not be told it is wrong.
+	Unavailable
+)
+
+var resultNames = [...]string{"allowed", "unauthorized", "unavailable"}
+
+// String returns the result's metric label.
+func (r Result) String() string { return resultNames[r] }
+
+// Decision is the outcome of Verify.
+type Decision struct {
+	Result   Result
+	Identity *Identity     // set when Allowed
+	Cache    cache.Outcome // valid when Cached is true
+	Cached   bool          // whether the cache was consulted (not for malformed keys)
+	Err      error         // the store's error when Unavailable
+}
+
+// Field names one piece of a key's identity, as sent upstream in headers
+// and offered to Caddy as placeholders.
+type Field uint8
+
+const (
+	FieldAccountID Field = iota
+	FieldKeyID
+	FieldKeyType
+	FieldServerID
+	FieldKeyPrefix
+	numFields
+)
+
+// Identity is a live key as the request path sees it. Its values are
+// computed once, when the cache is filled, so that a request on a cache hit
+// allocates nothing to use them.
+type Identity struct {
+	store.Identity
+	values [numFields][]string
+	boxed  [numFields]any
+}
+
+func newIdentity(si store.Identity) *Identity {
+	id := &Identity{Identity: si}
+	for f, v := range [numFields]string{si.AccountID, si.KeyID, string(si.Type), si.ServerID, si.Display} {
+		if v == "" {
+			continue // a standard key has no server: no header, no placeholder
+		}
+		id.values[f] = []string{v}[:1:1] // cap 1: an append by a later handler copies
+		id.boxed[f] = v
+	}
+	return id
+}
+
+// Values returns the field as a header value slice shared by every request
+// of this key, or nil when the key has no such field. Do not modify it.
+func (id *Identity) Values(f Field) []string { return id.values[f] }
+
+// Value returns the field boxed for a placeholder, or nil.
+func (id *Identity) Value(f Field) any { return id.boxed[f] }
+
+// Lookup finds a key by digest: store.Store's LookupKey.
+type Lookup func(ctx context.Context, d keys.Digest) (store.Identity, error)
+
+// VerifierConfig configures a Verifier.
+type VerifierConfig struct {
+	Keyring *keys.Keyring
+	Lookup  Lookup
+	Cache   cache.Config
+	// ObserveLookup, when set, is told the duration and error of every
+	// store lookup (for metrics).
+	ObserveLookup func(d time.Duration, err error)
+}
+
+// A Verifier answers whether a request's Authorization header carries a
+// live key. It is safe for concurrent use.
+type Verifier struct {
+	keyring *keys.Keyring
+	cache   *cache.Cache[keys.Digest, *Identity]
+	bufs    sync.Pool // of *[maxBasicLen]byte
+}
+
+// NewVerifier returns a Verifier that answers from a cache in front of
+// cfg.Lookup.
+func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
+	if cfg.Keyring == nil || cfg.Lookup == nil {
+		return nil, errors.New("verifier needs a keyring and a lookup")
+	}
+	fetch := func(ctx context.Context, d keys.Digest) (*Identity, bool, error) {
+		start := time.Now()
+		si, err := cfg.Lookup(ctx, d)
+		if cfg.ObserveLookup != nil {
+			obsErr := err
+			if errors.Is(err, store.ErrNotFound) {
+				obsErr = nil
+			}
+			cfg.ObserveLookup(time.Since(start), obsErr)
+		}
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil, false, nil
+		case err != nil:
+			return nil, false, err
+		}
+		return newIdentity(si), true, nil
+	}
+	c, err := cache.New(cfg.Cache, fetch)
+	if err != nil {
+		return nil, fmt.Errorf("creating key cache: %w", err)
+	}
+	v := &Verifier{keyring: cfg.Keyring, cache: c}
+	v.bufs.New = func() any { return new([maxBasicLen]byte) }
+	return v, nil
+}
+
+// Verify checks the values of a request's Authorization header. Exactly one
+// value is accepted: two could be read two ways.
+func (v *Verifier) Verify(ctx context.Context, authorization []string) Decision {
+	if len(authorization) != 1 {
+		return Decision{Result: Unauthorized}
+	}
+	buf := v.bufs.Get().(*[maxBasicLen]byte)
+	defer v.bufs.Put(buf)
+	key, ok := keyFromAuthorization(authorization[0], buf)
+	if !ok || !keys.Valid(key) {
+		return Decision{Result: Unauthorized}
+	}
+	id, found, o, err := v.cache.Load(ctx, v.keyring.Digest(key))
+	switch {
+	case err != nil:
+		return Decision{Result: Unavailable, Cache: o, Cached: true, Err: err}
+	case !found:
+		return Decision{Result: Unauthorized, Cache: o, Cached: true}
+	}
+	return Decision{Result: Allowed, Identity: id, Cache: o, Cached: true}
+}
+
+// Forget drops what the cache knows of a digest: call it after the store
+// created or deleted the key with that digest.
+func (v *Verifier) Forget(d keys.Digest) { v.cache.Invalidate(d) }
+
+// ForgetAll empties the cache.
+func (v *Verifier) ForgetAll() { v.cache.Purge() }
+
+// CacheLen returns the number of cached entries.
+func (v *Verifier) CacheLen() int { return v.cache.Len() }

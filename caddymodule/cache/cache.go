@@ -1,0 +1,163 @@
+// Package cache is a loading LRU cache with positive and negative entries,
+// per-kind TTLs, one fill for concurrent misses of a key, and a guard that
+// keeps a fill racing an invalidation from putting stale data back.
+//
+// It wraps hashicorp/golang-lru's plain LRU and keeps expiry times in the
+// values, because that library's expirable LRU starts a goroutine per cache
+// that never stops.
+package cache
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// Outcome says how a Load was answered.
+type Outcome uint8
+
+const (
+	Hit         Outcome = iota // a live positive entry
+	NegativeHit                // a live negative entry: known not to exist
+	Miss                       // fetched, this caller leading the fill
+	Shared                     // fetched by a concurrent caller's fill
+	Failed                     // the fetch failed; nothing was cached
+)
+
+var outcomeNames = [...]string{"hit", "negative_hit", "miss", "shared", "failed"}
+
+// String returns the outcome's metric label.
+func (o Outcome) String() string { return outcomeNames[o] }
+
+// Fetch loads the value of k from the source of truth. found=false with a
+// nil error means that k does not exist, which is cached as a negative entry.
+type Fetch[K comparable, V any] func(ctx context.Context, k K) (v V, found bool, err error)
+
+// Config sets a cache's size and lifetimes.
+type Config struct {
+	Size        int           // entries, positive and negative together
+	TTL         time.Duration // lifetime of a positive entry
+	NegativeTTL time.Duration // lifetime of a negative entry
+	// FetchTimeout bounds one fill. A fill runs detached from the request
+	// that led it, so that its cancellation does not fail the others waiting.
+	FetchTimeout time.Duration
+}
+
+// Cache is a loading cache. It is safe for concurrent use.
+type Cache[K comparable, V any] struct {
+	cfg   Config
+	fetch Fetch[K, V]
+	lru   *lru.Cache[K, entry[V]]
+	now   func() time.Time // a seam for tests
+
+	mu      sync.Mutex
+	flights map[K]*flight[V]
+	epoch   uint64 // counts invalidations; a fill started in an older epoch is not stored
+}
+
+type entry[V any] struct {
+	v       V
+	found   bool
+	expires int64 // unix nanoseconds
+}
+
+type flight[V any] struct {
+	done  chan struct{}
+	epoch uint64
+	v     V
+	found bool
+	err   error
+}
+
+// New returns a cache that fills itself with fetch.
+func New[K comparable, V any](cfg Config, fetch Fetch[K, V]) (*Cache[K, V], error) {
+	if cfg.Size <= 0 || cfg.TTL <= 0 || cfg.NegativeTTL <= 0 || cfg.FetchTimeout <= 0 {
+		return nil, errors.New("cache size, TTLs and fetch timeout must be positive")
+	}
+	l, err := lru.New[K, entry[V]](cfg.Size)
+	if err != nil {
+		return nil, err
+	}
+	return &Cache[K, V]{cfg: cfg, fetch: fetch, lru: l, now: time.Now, flights: make(map[K]*flight[V])}, nil
+}
+
+// Load returns the value of k from the cache or, on a miss or an expired
+// entry, from one fetch shared by every concurrent caller for k. Errors are
+// returned to every caller of that fetch and not cached. Load allocates
+// nothing on a hit.
+func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome, err error) {
+	if e, ok := c.lru.Get(k); ok && e.expires > c.now().UnixNano() {
+		if e.found {
+			return e.v, true, Hit, nil
+		}
+		return v, false, NegativeHit, nil
+	}
+
+	c.mu.Lock()
+	if f, ok := c.flights[k]; ok {
+		c.mu.Unlock()
+		select {
+		case <-f.done:
+			if f.err != nil {
+				return v, false, Failed, f.err
+			}
+			return f.v, f.found, Shared, nil
+		case <-ctx.Done():
+			return v, false, Failed, ctx.Err()
+		}
+	}
+	f := &flight[V]{done: make(chan struct{}), epoch: c.epoch}
+	c.flights[k] = f
+	c.mu.Unlock()
+
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FetchTimeout)
+	f.v, f.found, f.err = c.fetch(fctx, k)
+	cancel()
+
+	c.mu.Lock()
+	if c.flights[k] == f {
+		delete(c.flights, k)
+	}
+	// An invalidation during the fetch may have made its answer stale (a
+	// key deleted after the query read it): hand the answer to the callers
+	// that were already waiting, but do not keep it.
+	if f.err == nil && f.epoch == c.epoch {
+		ttl := c.cfg.TTL
+		if !f.found {
+			ttl = c.cfg.NegativeTTL
+		}
+		c.lru.Add(k, entry[V]{v: f.v, found: f.found, expires: c.now().Add(ttl).UnixNano()})
+	}
+	c.mu.Unlock()
+	close(f.done)
+
+	if f.err != nil {
+		return v, false, Failed, f.err
+	}
+	return f.v, f.found, Miss, nil
+}
+
+// Invalidate drops k, positive or negative, and makes every fill in flight
+// discard its answer, so the next Load reads the source of truth.
+func (c *Cache[K, V]) Invalidate(k K) {
+	c.mu.Lock()
+	c.epoch++
+	delete(c.flights, k) // later callers start a fresh fill instead of joining a stale one
+	c.lru.Remove(k)
+	c.mu.Unlock()
+}
+
+// Purge drops every entry and, like Invalidate, every fill in flight.
+func (c *Cache[K, V]) Purge() {
+	c.mu.Lock()
+	c.epoch++
+	clear(c.flights)
+	c.lru.Purge()
+	c.mu.Unlock()
+}
+
+// Len returns the number of entries, expired ones included until evicted.
+func (c *Cache[K, V]) Len() int { return c.lru.Len() }

@@ -1,0 +1,201 @@
+package caddymodule
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("keygate", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("keygate", parseHandler)
+	httpcaddyfile.RegisterDirectiveOrder("keygate", httpcaddyfile.Before, "basic_auth")
+}
+
+// parseGlobalOption sets up the keygate app. Syntax:
+//
+//	keygate {
+//		store postgres <dsn> | store sqlite [<path>]
+//		secret        <secret>
+//		cache_size    <entries>
+//		cache_ttl     <duration>
+//		negative_ttl  <duration>
+//		store_timeout <duration>
+//		migrate       auto|off
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "keygate", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from the global option's tokens.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option name
+	if d.NextArg() {
+		return d.Errf("keygate takes no arguments here, only a block: keygate { ... }")
+	}
+	for d.NextBlock(0) {
+		switch opt := d.Val(); opt {
+		case "store":
+			if !d.NextArg() {
+				return d.Errf("store needs a kind: store postgres <dsn>, or store sqlite [<path>]")
+			}
+			name := d.Val()
+			if name != "postgres" && name != "sqlite" {
+				if _, err := caddy.GetModule("keygate.stores." + name); err != nil {
+					return d.Errf("unknown store %q; use postgres or sqlite", name)
+				}
+			}
+			unm, err := caddyfile.UnmarshalModule(d, "keygate.stores."+name)
+			if err != nil {
+				return err
+			}
+			a.StoreRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
+		case "secret":
+			if !d.AllArgs(&a.Secret) {
+				return d.Errf("secret takes one value, for example: secret {env.KEYGATE_SECRET}")
+			}
+		case "cache_size":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.Errf("cache_size takes one number, for example: cache_size 100000")
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("cache_size must be a positive number of entries, not %q", v)
+			}
+			a.CacheSize = n
+		case "cache_ttl":
+			if err := parseDuration(d, &a.CacheTTL); err != nil {
+				return err
+			}
+		case "negative_ttl":
+			if err := parseDuration(d, &a.NegativeTTL); err != nil {
+				return err
+			}
+		case "store_timeout":
+			if err := parseDuration(d, &a.StoreTimeout); err != nil {
+				return err
+			}
+		case "migrate":
+			if !d.AllArgs(&a.Migrate) || (a.Migrate != "auto" && a.Migrate != "off") {
+				return d.Errf("migrate takes auto or off")
+			}
+		default:
+			return unknownOption(d, "keygate global option", "store", "secret", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "migrate")
+		}
+	}
+	return nil
+}
+
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	hd := new(Handler)
+	err := hd.UnmarshalCaddyfile(h.Dispenser)
+	return hd, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	keygate [<matcher>] {
+//		header      account|key_id|key_type|server <name>
+//		realm       <realm>
+//		retry_after <duration>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.Errf("keygate takes no arguments, only an optional block: keygate { ... }")
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "header":
+			var field, name string
+			if !d.AllArgs(&field, &name) {
+				return d.Errf("header takes a field and a name, for example: header account X-Account-Id")
+			}
+			if !knownField(field) {
+				return d.Errf("unknown identity header field %q; use account, key_id, key_type or server", field)
+			}
+			if h.Headers == nil {
+				h.Headers = map[string]string{}
+			}
+			h.Headers[field] = name
+		case "realm":
+			if !d.AllArgs(&h.Realm) {
+				return d.Errf("realm takes one value, for example: realm inbox-api")
+			}
+		case "retry_after":
+			if err := parseDuration(d, &h.RetryAfter); err != nil {
+				return err
+			}
+		default:
+			return unknownOption(d, "keygate directive", "header", "realm", "retry_after")
+		}
+	}
+	return nil
+}
+
+func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	opt := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return d.Errf("%s takes one duration, for example: %s 30s", opt, opt)
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return d.Errf("%s must be a positive duration such as 30s or 5m, not %q", opt, v)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// unknownOption reports an unknown subdirective with the line it is on, the
+// options that exist and, for a likely typo, the one that was meant.
+func unknownOption(d *caddyfile.Dispenser, where string, known ...string) error {
+	got := d.Val()
+	best, bestDist := "", 3 // suggest only within two edits
+	for _, k := range known {
+		if dist := editDistance(got, k); dist < bestDist {
+			best, bestDist = k, dist
+		}
+	}
+	if best != "" {
+		return d.Errf("unknown %s %q: did you mean %s? (options: %s)", where, got, best, strings.Join(known, ", "))
+	}
+	return d.Errf("unknown %s %q (options: %s)", where, got, strings.Join(known, ", "))
+}
+
+// editDistance is the Levenshtein distance between two short strings.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+)

@@ -1,0 +1,88 @@
+package caddymodule
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+// TestCaddyfileAdapt compares each testdata/caddyfile_adapt/*.caddyfiletest
+// (a Caddyfile, a line of dashes, the JSON it must adapt to).
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob("testdata/caddyfile_adapt/*.caddyfiletest")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no adapt tests found: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, want, ok := strings.Cut(string(b), "----------")
+		if !ok {
+			t.Fatalf("%s: no ---------- separator", f)
+		}
+		if !caddytest.CompareAdapt(t, f, in, "caddyfile", strings.TrimSpace(want)) {
+			t.Errorf("%s: adapted JSON differs", f)
+		}
+	}
+}
+
+func TestUnmarshalErrors(t *testing.T) {
+	cases := []struct {
+		input string
+		want  string
+	}{
+		{"keygate extra", "takes no arguments"},
+		{"keygate {\n\trealm\n}", "realm takes one value"},
+		{"keygate {\n\tretry_after -1s\n}", "positive duration"},
+		{"keygate {\n\theader server\n}", "header takes a field and a name"},
+		{"keygate {\n\tretry_afer 1s\n}", "did you mean retry_after?"},
+		{"keygate {\n\tfoo\n}", `unknown keygate directive "foo" (options: header, realm, retry_after)`},
+	}
+	for _, c := range cases {
+		err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.input))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want it to contain %q", c.input, err, c.want)
+		}
+	}
+
+	appCases := []struct {
+		input string
+		want  string
+	}{
+		{"keygate arg", "takes no arguments"},
+		{"keygate {\n\tstore\n}", "store needs a kind"},
+		{"keygate {\n\tstore redis\n}", `unknown store "redis"`},
+		{"keygate {\n\tstore postgres\n}", "postgres store needs a DSN"},
+		{"keygate {\n\tstore postgres a b\n}", `unexpected "b"`},
+		{"keygate {\n\tstore postgres {\n\t\tdns x\n\t}\n}", "did you mean dsn?"},
+		{"keygate {\n\tstore sqlite {\n\t\tpaht x\n\t}\n}", "did you mean path?"},
+		{"keygate {\n\tcache_size many\n}", "positive number"},
+		{"keygate {\n\tcache_size 0\n}", "positive number"},
+		{"keygate {\n\tnegative_ttl\n}", "takes one duration"},
+		{"keygate {\n\tmigrate maybe\n}", "auto or off"},
+		{"keygate {\n\tsecret a b\n}", "secret takes one value"},
+	}
+	for _, c := range appCases {
+		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.input))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want it to contain %q", c.input, err, c.want)
+		}
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want int
+	}{{"", "", 0}, {"secret", "secret", 0}, {"secrte", "secret", 2}, {"realm", "relam", 2}, {"dns", "dsn", 2}, {"x", "store", 5}} {
+		if got := editDistance(c.a, c.b); got != c.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
+	}
+}

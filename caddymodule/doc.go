@@ -1,0 +1,12 @@
+// Package caddymodule plugs keygate into Caddy v2. It is glue: the logic
+// lives in the Caddy-free packages below it (keys, store, cache, auth).
+//
+// It registers:
+//
+//   - the app "keygate", configured by the global option of that name: it owns
+//     the store, the secret and the key cache, shared by every site;
+//   - the handler http.handlers.keygate (directive "keygate", ordered before
+//     basic_auth), which lets a request through only with a live API key;
+//   - the stores keygate.stores.postgres and keygate.stores.sqlite;
+//   - the command "keygate" with the operator subcommands.
+package caddymodule

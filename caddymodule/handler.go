@@ -1,0 +1,260 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/keygate/keygate/caddymodule/auth"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Default identity header names.
+const (
+	DefaultAccountHeader = "X-Keygate-Account"
+	DefaultKeyIDHeader   = "X-Keygate-Key-Id"
+	DefaultKeyTypeHeader = "X-Keygate-Key-Type"
+	DefaultServerHeader  = "X-Keygate-Server"
+)
+
+// Handler lets a request through only with a live API key of the inbox
+// API, sent as the official clients send it: `Authorization: Basic` with
+// the key as user name (or as password), or `Authorization: Bearer`.
+//
+// On success it removes the Authorization header and every client-sent
+// identity header, adds the identity headers the upstream trusts, sets
+// {http.auth.user.id} to the key id and the {keygate.*} placeholders
+// (account_id, key_id, key_type, server_id, key_prefix), and calls the next
+// handler. A missing, malformed, unknown or deleted key gets one and the
+// same 401; a key that is not cached while the store cannot answer gets 503
+// with Retry-After, never 401.
+type Handler struct {
+	// Headers names the identity headers sent upstream, by field: account,
+	// key_id, key_type and server (set for server-restricted keys only).
+	// Client-sent headers of these names are always removed. Defaults:
+	// X-Keygate-Account, X-Keygate-Key-Id, X-Keygate-Key-Type,
+	// X-Keygate-Server.
+	Headers map[string]string `json:"headers,omitempty"`
+
+	// Realm is the realm of the WWW-Authenticate challenge. Default: keygate.
+	Realm string `json:"realm,omitempty"`
+
+	// RetryAfter is the Retry-After of a 503 answered while the store is
+	// unreachable. Default: 2s.
+	RetryAfter caddy.Duration `json:"retry_after,omitempty"`
+
+	app        *App
+	logger     *zap.Logger
+	fields     [4]identityHeader
+	challenge  []string
+	retryAfter []string
+}
+
+type identityHeader struct {
+	field auth.Field
+	name  string // canonical
+}
+
+// identityFields maps config names to identity fields, in header order.
+var identityFields = []struct {
+	name  string
+	field auth.Field
+	def   string
+}{
+	{"account", auth.FieldAccountID, DefaultAccountHeader},
+	{"key_id", auth.FieldKeyID, DefaultKeyIDHeader},
+	{"key_type", auth.FieldKeyType, DefaultKeyTypeHeader},
+	{"server", auth.FieldServerID, DefaultServerHeader},
+}
+
+// Placeholders set for every allowed request, as {keygate.<name>}.
+var placeholders = []struct {
+	name  string
+	field auth.Field
+}{
+	{"keygate.account_id", auth.FieldAccountID},
+	{"keygate.key_id", auth.FieldKeyID},
+	{"keygate.key_type", auth.FieldKeyType},
+	{"keygate.server_id", auth.FieldServerID},
+	{"keygate.key_prefix", auth.FieldKeyPrefix},
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.keygate", New: func() caddy.Module { return new(Handler) }}
+}
+
+// Provision connects the handler to the keygate app.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	app, err := ctx.App("keygate")
+	if err != nil {
+		return fmt.Errorf("loading keygate app: %w", err)
+	}
+	h.app = app.(*App)
+	return h.setup()
+}
+
+// setup resolves the defaults; Provision's part that needs no Caddy context.
+func (h *Handler) setup() error {
+	for i, f := range identityFields {
+		name := f.def
+		if v, ok := h.Headers[f.name]; ok {
+			name = v
+		}
+		h.fields[i] = identityHeader{field: f.field, name: textproto.CanonicalMIMEHeaderKey(name)}
+	}
+	if h.Realm == "" {
+		h.Realm = "keygate"
+	}
+	if h.RetryAfter == 0 {
+		h.RetryAfter = caddy.Duration(2 * time.Second)
+	}
+	h.challenge = []string{
+		fmt.Sprintf("Basic realm=%q", h.Realm),
+		fmt.Sprintf("Bearer realm=%q", h.Realm),
+	}
+	secs := int((time.Duration(h.RetryAfter) + time.Second - 1) / time.Second)
+	h.retryAfter = []string{strconv.Itoa(max(secs, 1))}
+	return nil
+}
+
+// Validate checks the header names and the realm.
+func (h *Handler) Validate() error {
+	for name := range h.Headers {
+		if !knownField(name) {
+			return fmt.Errorf("keygate: unknown identity header field %q; use account, key_id, key_type or server", name)
+		}
+	}
+	seen := map[string]bool{}
+	for _, f := range h.fields {
+		switch {
+		case !validHeaderName(f.name):
+			return fmt.Errorf("keygate: %q is not a valid header name", f.name)
+		case f.name == "Authorization" || f.name == "Proxy-Authorization" || f.name == "Cookie" || f.name == "Host":
+			return fmt.Errorf("keygate: identity header may not be %s", f.name)
+		case seen[f.name]:
+			return fmt.Errorf("keygate: identity header %s is used for two fields", f.name)
+		}
+		seen[f.name] = true
+	}
+	if strings.ContainsAny(h.Realm, "\"\\\r\n") {
+		return fmt.Errorf("keygate: realm may not contain quotes, backslashes or line breaks")
+	}
+	if h.RetryAfter < 0 {
+		return fmt.Errorf("keygate: retry_after must be positive")
+	}
+	return nil
+}
+
+// ServeHTTP checks the request's key.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	rt := h.app.rt.Load()
+	if rt == nil { // the app has not started yet
+		return h.unavailable(w, r, nil)
+	}
+	d := rt.verifier.Verify(r.Context(), r.Header["Authorization"])
+	decisionCounters[d.Result].Inc()
+	if d.Cached {
+		cacheCounters[d.Cache].Inc()
+	}
+	switch d.Result {
+	case auth.Unauthorized:
+		return h.unauthorized(w, r)
+	case auth.Unavailable:
+		return h.unavailable(w, r, d.Err)
+	}
+
+	id := d.Identity
+	delete(r.Header, "Authorization")
+	for _, f := range h.fields {
+		if v := id.Values(f.field); v != nil {
+			r.Header[f.name] = v
+		} else {
+			delete(r.Header, f.name) // also drops a forged one
+		}
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.auth.user.id", id.Value(auth.FieldKeyID))
+		for _, p := range placeholders {
+			if v := id.Value(p.field); v != nil {
+				repl.Set(p.name, v)
+			}
+		}
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// Error bodies in the inbox API's error shape. They are the same for every
+// kind of refused key, so a client learns nothing about why.
+const (
+	unauthorizedBody = `{"type":"AuthenticationError","status":401,"errors":[{"field":"authorization","detail":[{"description":"Authentication failed, check your API key.","code":"invalid_api_key"}]}]}` + "\n"
+	unavailableBody  = `{"type":"ServiceUnavailable","status":503,"errors":[{"field":"authorization","detail":[{"description":"The API key could not be checked right now. Retry shortly.","code":"key_store_unavailable"}]}]}` + "\n"
+)
+
+func (h *Handler) unauthorized(w http.ResponseWriter, r *http.Request) error {
+	if c := h.logger.Check(zapcore.DebugLevel, "API key refused"); c != nil {
+		c.Write(zap.String("remote_ip", r.RemoteAddr))
+	}
+	w.Header()["Www-Authenticate"] = h.challenge
+	return writeError(w, http.StatusUnauthorized, unauthorizedBody)
+}
+
+func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request, err error) error {
+	if c := h.logger.Check(zapcore.ErrorLevel, "API key could not be checked: store unavailable"); c != nil {
+		c.Write(zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
+	}
+	w.Header()["Retry-After"] = h.retryAfter
+	return writeError(w, http.StatusServiceUnavailable, unavailableBody)
+}
+
+func writeError(w http.ResponseWriter, status int, body string) error {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json; charset=utf-8")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, err := w.Write([]byte(body))
+	return err
+}
+
+func knownField(name string) bool {
+	for _, f := range identityFields {
+		if f.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,207 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keygate/keygate/caddymodule/keys"
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+// LookupKey finds the key with the digest. It is the request path's only
+// query, answered from the unique index on digest.
+func (s *Store) LookupKey(ctx context.Context, digest keys.Digest) (store.Identity, error) {
+	const lookupSQL = `
+		select id, account_id, type, coalesce(server_id, ''), display
+		from api_keys
+		where digest = $1`
+	var (
+		id  store.Identity
+		typ string
+	)
+	err := s.pool.QueryRow(ctx, lookupSQL, digest[:]).Scan(&id.KeyID, &id.AccountID, &typ, &id.ServerID, &id.Display)
+	if err != nil {
+		return store.Identity{}, wrap("looking up key", "key", err)
+	}
+	id.Type = store.KeyType(typ)
+	return id, nil
+}
+
+// CreateKey inserts k and its audit event in one transaction.
+func (s *Store) CreateKey(ctx context.Context, k store.Key, ev store.AuditEvent) (store.Key, error) {
+	const doing = "creating key"
+	if err := store.ValidateKey(k); err != nil {
+		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	if err := checkText(k.ID, k.AccountID, k.Display, k.CreatedBy); err != nil {
+		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	k.CreatedAt = now()
+	k.LastUsed = nil
+	ev, err := keyEvent(ev, store.ActionCreate, k, k.CreatedAt)
+	if err != nil {
+		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
+	}
+
+	const insertSQL = `
+		insert into api_keys (id, account_id, name, type, server_id, display, digest, sealed, created_at, created_by)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, insertSQL,
+			k.ID, k.AccountID, k.Name, string(k.Type), nullString(k.ServerID), k.Display,
+			k.Digest[:], k.Sealed, k.CreatedAt, k.CreatedBy)
+		if err != nil {
+			return err
+		}
+		_, err = insertEvent(ctx, tx, ev)
+		return err
+	})
+	if err != nil {
+		return store.Key{}, wrap(doing, "account", err)
+	}
+	return k, nil
+}
+
+// GetKey returns one key of the account with its sealed copy.
+func (s *Store) GetKey(ctx context.Context, accountID, keyID string) (store.Key, error) {
+	const doing = "getting key"
+	if notFound(accountID) || notFound(keyID) {
+		return store.Key{}, fmt.Errorf("%s: key %w", doing, store.ErrNotFound)
+	}
+	const getSQL = `
+		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at, sealed
+		from api_keys
+		where account_id = $1 and id = $2`
+	k, err := scanKey(s.pool.QueryRow(ctx, getSQL, accountID, keyID), true)
+	if err != nil {
+		return store.Key{}, wrap(doing, "key", err)
+	}
+	return k, nil
+}
+
+// ListKeys returns the account's keys, oldest first, without sealed copies.
+func (s *Store) ListKeys(ctx context.Context, accountID string) ([]store.Key, error) {
+	if notFound(accountID) {
+		return nil, nil
+	}
+	const listSQL = `
+		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at
+		from api_keys
+		where account_id = $1
+		order by created_at, id`
+	rows, _ := s.pool.Query(ctx, listSQL, accountID)
+	ks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Key, error) {
+		return scanKey(row, false)
+	})
+	if err != nil {
+		return nil, wrap("listing keys", "key", err)
+	}
+	return ks, nil
+}
+
+// DeleteKey deletes the key's row, sealed copy and all, and writes ev in
+// the same transaction.
+func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store.AuditEvent) (store.Key, error) {
+	const doing = "deleting key"
+	if notFound(accountID) || notFound(keyID) {
+		return store.Key{}, fmt.Errorf("%s: key %w", doing, store.ErrNotFound)
+	}
+	if err := checkEvent(ev, store.ActionDelete); err != nil {
+		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	const deleteSQL = `
+		delete from api_keys
+		where account_id = $1 and id = $2
+		returning id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at`
+	var k store.Key
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		if k, err = scanKey(tx.QueryRow(ctx, deleteSQL, accountID, keyID), false); err != nil {
+			return err
+		}
+		ev, err = keyEvent(ev, store.ActionDelete, k, now())
+		if err != nil {
+			return err
+		}
+		_, err = insertEvent(ctx, tx, ev)
+		return err
+	})
+	if err != nil {
+		return store.Key{}, wrap(doing, "key", err)
+	}
+	return k, nil
+}
+
+// TouchKeys raises last_used_at to the given times in one statement.
+func (s *Store) TouchKeys(ctx context.Context, used map[string]time.Time) error {
+	ids := make([]string, 0, len(used))
+	for id := range used {
+		if !notFound(id) {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	// Sorted ids make concurrent batches from several instances lock rows
+	// in the same order, so they queue rather than deadlock.
+	sort.Strings(ids)
+	ats := make([]time.Time, len(ids))
+	for i, id := range ids {
+		ats[i] = utc(used[id])
+	}
+	// greatest ignores nulls: a first use sets the time.
+	const touchSQL = `
+		update api_keys k
+		set last_used_at = greatest(k.last_used_at, u.at)
+		from unnest($1::text[], $2::timestamptz[]) as u(id, at)
+		where k.id = u.id`
+	if _, err := s.pool.Exec(ctx, touchSQL, ids, ats); err != nil {
+		return wrap("recording key use", "key", err)
+	}
+	return nil
+}
+
+// scanKey reads the columns
+//
+//	id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at
+//
+// followed by sealed when withSealed is set.
+func scanKey(row pgx.Row, withSealed bool) (store.Key, error) {
+	var (
+		k        store.Key
+		typ      string
+		serverID *string
+		digest   []byte
+	)
+	dest := []any{&k.ID, &k.AccountID, &k.Name, &typ, &serverID, &k.Display, &digest, &k.CreatedAt, &k.CreatedBy, &k.LastUsed}
+	if withSealed {
+		dest = append(dest, &k.Sealed)
+	}
+	if err := row.Scan(dest...); err != nil {
+		return store.Key{}, err
+	}
+	if len(digest) != len(k.Digest) {
+		return store.Key{}, fmt.Errorf("key %s has a %d-byte digest", k.ID, len(digest))
+	}
+	copy(k.Digest[:], digest)
+	k.Type = store.KeyType(typ)
+	if serverID != nil {
+		k.ServerID = *serverID
+	}
+	k.CreatedAt = utc(k.CreatedAt)
+	k.LastUsed = utcPtr(k.LastUsed)
+	return k, nil
+}
+
+// nullString stores "" as NULL, as the api_keys checks expect.
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

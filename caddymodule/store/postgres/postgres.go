@@ -1,0 +1,133 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+// Store is a store.Store on a pgx pool. It is safe for concurrent use.
+type Store struct {
+	pool     *pgxpool.Pool
+	ownsPool bool // Open made the pool; New's caller keeps it
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open parses dsn (a postgres:// URL or key=value string) and creates a pool
+// for it. It does not connect, so it succeeds while the database is down;
+// the first query (or Ping) dials. Close closes the pool.
+//
+// Errors never contain dsn, which may hold a password.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx redacts passwords from parse errors only on a best-effort
+		// basis, and url.Parse errors quote the whole URL: say nothing more.
+		return nil, errors.New("parsing Postgres DSN: malformed connection string (details withheld: they may contain the password)")
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating Postgres pool: %w", err)
+	}
+	s := New(pool)
+	s.ownsPool = true
+	return s, nil
+}
+
+// New returns a Store on a pool the caller owns: Close leaves it open.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool}
+}
+
+// Close closes the pool if Open created it.
+func (s *Store) Close() error {
+	if s.ownsPool {
+		s.pool.Close()
+	}
+	return nil
+}
+
+// Ping checks that a connection can be had and answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("pinging Postgres: %w", err)
+	}
+	return nil
+}
+
+// SQLSTATE codes the store maps onto its own errors.
+const (
+	uniqueViolation     = "23505"
+	foreignKeyViolation = "23503"
+	checkViolation      = "23514"
+	notNullViolation    = "23502"
+	badCharacter        = "22021" // NUL or invalid UTF-8 in text
+)
+
+// wrap says what was being done and maps Postgres errors onto the store's
+// sentinel errors. what names the thing a missing row or a missing
+// referenced row would be, as in "account not found".
+func wrap(doing, what string, err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%s: %s %w", doing, what, store.ErrNotFound)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case uniqueViolation:
+			// Only the name constraints: an id or digest collision is not
+			// something the caller can fix by renaming.
+			switch pgErr.ConstraintName {
+			case "accounts_name_key", "api_keys_name_key":
+				return fmt.Errorf("%s: %w", doing, store.ErrNameTaken)
+			}
+		case foreignKeyViolation:
+			return fmt.Errorf("%s: account %w", doing, store.ErrNotFound)
+		case checkViolation, notNullViolation, badCharacter:
+			return fmt.Errorf("%s: %w: %s", doing, store.ErrInvalid, pgErr.Message)
+		}
+	}
+	return fmt.Errorf("%s: %w", doing, err)
+}
+
+// notFound reports an id that no row can have: Postgres text holds neither
+// NUL nor invalid UTF-8, and would fail the query rather than match nothing.
+func notFound(id string) bool {
+	return id == "" || checkText(id) != nil
+}
+
+// checkText rejects strings Postgres text cannot hold (NUL, invalid UTF-8)
+// as invalid input rather than a database error.
+func checkText(ss ...string) error {
+	for _, s := range ss {
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			return fmt.Errorf("%w: text holds a NUL byte or invalid UTF-8", store.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// now is the store's clock: UTC at the microsecond precision of
+// timestamptz, so that what CreateKey returns equals what GetKey reads.
+func now() time.Time { return utc(time.Now()) }
+
+func utc(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// utcPtr normalises a nullable time read from the database.
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := utc(*t)
+	return &u
+}

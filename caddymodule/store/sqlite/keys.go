@@ -1,0 +1,205 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/keygate/keygate/caddymodule/keys"
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+// LookupKey finds the key with the digest: the request path's only query,
+// answered from the unique index on digest.
+func (s *Store) LookupKey(ctx context.Context, digest keys.Digest) (store.Identity, error) {
+	const lookupSQL = `
+		select id, account_id, type, coalesce(server_id, ''), display
+		from api_keys
+		where digest = ?`
+	var (
+		id  store.Identity
+		typ string
+	)
+	err := s.db.QueryRowContext(ctx, lookupSQL, digest[:]).Scan(&id.KeyID, &id.AccountID, &typ, &id.ServerID, &id.Display)
+	if err != nil {
+		return store.Identity{}, wrap("looking up key", "key", err)
+	}
+	id.Type = store.KeyType(typ)
+	return id, nil
+}
+
+// CreateKey inserts k and its audit event in one transaction.
+func (s *Store) CreateKey(ctx context.Context, k store.Key, ev store.AuditEvent) (store.Key, error) {
+	const doing = "creating key"
+	if err := store.ValidateKey(k); err != nil {
+		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	if err := checkText(k.ID, k.AccountID, k.Display, k.CreatedBy); err != nil {
+		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	k.CreatedAt = now()
+	k.LastUsed = nil
+	ev, err := keyEvent(ev, store.ActionCreate, k, k.CreatedAt)
+	if err != nil {
+		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
+	}
+
+	const insertSQL = `
+		insert into api_keys (id, account_id, name, type, server_id, display, digest, sealed, created_at, created_by)
+		values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, insertSQL,
+			k.ID, k.AccountID, k.Name, string(k.Type), nullString(k.ServerID), k.Display,
+			k.Digest[:], k.Sealed, micros(k.CreatedAt), k.CreatedBy)
+		if err != nil {
+			return err
+		}
+		return insertEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return store.Key{}, wrap(doing, "account", err)
+	}
+	return k, nil
+}
+
+// GetKey returns one key of the account with its sealed copy.
+func (s *Store) GetKey(ctx context.Context, accountID, keyID string) (store.Key, error) {
+	const getSQL = `
+		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at, sealed
+		from api_keys
+		where account_id = ? and id = ?`
+	k, err := scanKey(s.db.QueryRowContext(ctx, getSQL, accountID, keyID), true)
+	if err != nil {
+		return store.Key{}, wrap("getting key", "key", err)
+	}
+	return k, nil
+}
+
+// ListKeys returns the account's keys, oldest first, without sealed copies.
+func (s *Store) ListKeys(ctx context.Context, accountID string) ([]store.Key, error) {
+	const listSQL = `
+		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at
+		from api_keys
+		where account_id = ?
+		order by created_at, id`
+	rows, err := s.db.QueryContext(ctx, listSQL, accountID)
+	if err != nil {
+		return nil, wrap("listing keys", "key", err)
+	}
+	defer rows.Close()
+	var ks []store.Key
+	for rows.Next() {
+		k, err := scanKey(rows, false)
+		if err != nil {
+			return nil, wrap("listing keys", "key", err)
+		}
+		ks = append(ks, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("listing keys", "key", err)
+	}
+	return ks, nil
+}
+
+// DeleteKey deletes the key's row, sealed copy and all, and writes ev in
+// the same transaction.
+func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store.AuditEvent) (store.Key, error) {
+	const doing = "deleting key"
+	if err := checkEvent(ev, store.ActionDelete); err != nil {
+		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	const deleteSQL = `
+		delete from api_keys
+		where account_id = ? and id = ?
+		returning id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at`
+	var k store.Key
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if k, err = scanKey(tx.QueryRowContext(ctx, deleteSQL, accountID, keyID), false); err != nil {
+			return err
+		}
+		if ev, err = keyEvent(ev, store.ActionDelete, k, now()); err != nil {
+			return err
+		}
+		return insertEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return store.Key{}, wrap(doing, "key", err)
+	}
+	return k, nil
+}
+
+// TouchKeys raises last_used_at to the given times, in one transaction.
+func (s *Store) TouchKeys(ctx context.Context, used map[string]time.Time) error {
+	if len(used) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(used))
+	for id := range used {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids) // a deterministic order makes a slow batch easier to reason about
+
+	// max() of a NULL is NULL: a first use takes the given time.
+	const touchSQL = `update api_keys set last_used_at = max(coalesce(last_used_at, ?), ?) where id = ?`
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, touchSQL)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, id := range ids {
+			at := micros(utc(used[id]))
+			if _, err := stmt.ExecContext(ctx, at, at, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return wrap("recording key use", "key", err)
+	}
+	return nil
+}
+
+// scanKey reads the columns
+//
+//	id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at
+//
+// followed by sealed when withSealed is set.
+func scanKey(row interface{ Scan(...any) error }, withSealed bool) (store.Key, error) {
+	var (
+		k         store.Key
+		typ       string
+		serverID  sql.NullString
+		digest    []byte
+		createdAt int64
+		lastUsed  sql.NullInt64
+	)
+	dest := []any{&k.ID, &k.AccountID, &k.Name, &typ, &serverID, &k.Display, &digest, &createdAt, &k.CreatedBy, &lastUsed}
+	if withSealed {
+		dest = append(dest, &k.Sealed)
+	}
+	if err := row.Scan(dest...); err != nil {
+		return store.Key{}, err
+	}
+	if len(digest) != len(k.Digest) {
+		return store.Key{}, fmt.Errorf("key %s has a %d-byte digest", k.ID, len(digest))
+	}
+	copy(k.Digest[:], digest)
+	k.Type = store.KeyType(typ)
+	k.ServerID = serverID.String
+	k.CreatedAt = fromMicros(createdAt)
+	if lastUsed.Valid {
+		t := fromMicros(lastUsed.Int64)
+		k.LastUsed = &t
+	}
+	return k, nil
+}
+
+// nullString stores "" as NULL, as the api_keys checks expect.
+func nullString(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
+}

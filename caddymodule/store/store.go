@@ -1,0 +1,169 @@
+// Package store defines what keygate keeps: accounts, their members, API keys
+// and the audit log, behind one Store interface with a Postgres
+// implementation for fleets (package postgres) and an embedded SQLite one for
+// a single node (package sqlite). Package storetest holds the conformance
+// suite both must pass.
+//
+// A store never sees a plaintext key: only its digest (for lookup) and its
+// sealed copy (for reveal), both made by package keys.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/keygate/keygate/caddymodule/keys"
+)
+
+// Errors a Store returns; wrap-aware callers test them with errors.Is.
+var (
+	// ErrNotFound: no such account, member or key (or it is not in the
+	// account named in the call).
+	ErrNotFound = errors.New("not found")
+	// ErrNameTaken: another live key of the account already has the name,
+	// or another account has the name.
+	ErrNameTaken = errors.New("name already in use")
+	// ErrInvalid: the input breaks a rule of the data model (see Validate*).
+	ErrInvalid = errors.New("invalid input")
+)
+
+// KeyType says what a key may reach.
+type KeyType string
+
+const (
+	// Standard keys are account-wide.
+	Standard KeyType = "standard"
+	// Restricted keys are scoped to one server (inbox) of their account.
+	Restricted KeyType = "restricted"
+)
+
+// Role is a member's role in an account.
+type Role string
+
+const (
+	// Admin members (Account Administrators) may create, reveal and delete keys.
+	Admin Role = "admin"
+	// Member is any other member.
+	Member Role = "member"
+)
+
+// Account is a tenant of the inbox API; keys and members belong to one.
+type Account struct {
+	ID        string
+	Name      string
+	CreatedAt time.Time
+}
+
+// Membership says that a user has a role in an account.
+type Membership struct {
+	AccountID string
+	UserID    string
+	Role      Role
+	CreatedAt time.Time
+}
+
+// Key is an API key as stored: never the key itself.
+type Key struct {
+	ID        string
+	AccountID string
+	Name      string
+	Type      KeyType
+	ServerID  string // the one server of a Restricted key; empty for Standard
+	Display   string // the key's display prefix (keys.Key.Display)
+	Digest    keys.Digest
+	Sealed    []byte // keys.Keyring.Seal output; only GetKey fills it
+	CreatedAt time.Time
+	CreatedBy string     // user id of the creator, or "operator:<name>"
+	LastUsed  *time.Time // nil until used; recorded in batches
+}
+
+// Identity is what the request path needs to know about a key: the subset of
+// Key that LookupKey returns.
+type Identity struct {
+	KeyID     string
+	AccountID string
+	Type      KeyType
+	ServerID  string
+	Display   string
+}
+
+// Audit actions.
+const (
+	ActionCreate = "key.create"
+	ActionReveal = "key.reveal"
+	ActionDelete = "key.delete"
+)
+
+// AuditEvent records who did what to which key. It never holds key material.
+type AuditEvent struct {
+	ID         int64 // assigned by the store
+	AccountID  string
+	Actor      string // user id, or "operator:<name>" for the command line
+	Action     string // one of the Action constants
+	KeyID      string
+	KeyName    string
+	KeyDisplay string
+	RemoteAddr string // where the request came from; empty for the command line
+	At         time.Time
+}
+
+// Store is keygate's persistence. Implementations are safe for concurrent
+// use; every method takes a context first and wraps its errors with what was
+// being done, keeping ErrNotFound, ErrNameTaken and ErrInvalid testable
+// with errors.Is.
+type Store interface {
+	// Migrate brings the schema up to date. It is safe to call from several
+	// processes at once and to call again; it is never called implicitly by
+	// the other methods.
+	Migrate(ctx context.Context) error
+	// Ping checks that the store can answer.
+	Ping(ctx context.Context) error
+	// Close releases the store's resources.
+	Close() error
+
+	// LookupKey finds the live key with the digest: the request path's query.
+	LookupKey(ctx context.Context, digest keys.Digest) (Identity, error)
+
+	// CreateKey inserts k (ID, AccountID, Name, Type, ServerID, Display,
+	// Digest, Sealed, CreatedBy; CreatedAt is set by the store) and writes ev
+	// in the same transaction. It returns ErrNameTaken for a duplicate name in
+	// the account, ErrNotFound for an unknown account, ErrInvalid for a key
+	// that breaks ValidateKey.
+	CreateKey(ctx context.Context, k Key, ev AuditEvent) (Key, error)
+	// GetKey returns one key of the account, Sealed included.
+	GetKey(ctx context.Context, accountID, keyID string) (Key, error)
+	// ListKeys returns the account's keys, oldest first, without Sealed.
+	ListKeys(ctx context.Context, accountID string) ([]Key, error)
+	// DeleteKey removes the key for good (sealed copy included) and writes
+	// ev in the same transaction, filling ev's KeyName and KeyDisplay from
+	// the deleted row. It returns the deleted key, whose Digest the caller
+	// evicts from caches.
+	DeleteKey(ctx context.Context, accountID, keyID string, ev AuditEvent) (Key, error)
+	// TouchKeys records last-used times, keeping the later of the stored and
+	// the given time. Unknown ids are ignored (the key may have been deleted).
+	TouchKeys(ctx context.Context, used map[string]time.Time) error
+
+	// CreateAccount adds an account with a fresh id.
+	CreateAccount(ctx context.Context, name string) (Account, error)
+	// GetAccount returns one account.
+	GetAccount(ctx context.Context, id string) (Account, error)
+	// ListAccounts returns every account, oldest first.
+	ListAccounts(ctx context.Context) ([]Account, error)
+
+	// SetMember adds the user to the account or changes their role.
+	SetMember(ctx context.Context, accountID, userID string, role Role) (Membership, error)
+	// RemoveMember removes the user from the account.
+	RemoveMember(ctx context.Context, accountID, userID string) error
+	// ListMembers returns the account's members, oldest first.
+	ListMembers(ctx context.Context, accountID string) ([]Membership, error)
+	// MembershipsOf returns every account the user belongs to.
+	MembershipsOf(ctx context.Context, userID string) ([]Membership, error)
+
+	// AppendAudit writes one audit event (reveals; creates and deletes are
+	// written by CreateKey and DeleteKey).
+	AppendAudit(ctx context.Context, ev AuditEvent) error
+	// ListAudit returns up to limit of the account's events, newest first,
+	// older than beforeID when beforeID > 0 (for paging).
+	ListAudit(ctx context.Context, accountID string, beforeID int64, limit int) ([]AuditEvent, error)
+}

@@ -1,0 +1,12 @@
+// Package keygate registers every keygate module with Caddy, so that one
+// line builds a Caddy with all of them:
+//
+//	xcaddy build v2.11.9 --with github.com/keygate/keygate
+//
+// The modules live in caddymodule (the app, the keygate handler and the
+// stores); the dashboard joins them in admin.
+package keygate
+
+import (
+	_ "github.com/keygate/keygate/caddymodule"
+)
