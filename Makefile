@@ -37,8 +37,8 @@ test:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) test -count=1 -run 'Allocs' ./caddymodule/keys ./caddymodule/auth
 	$(GO) test -race -count=1 -timeout 30m ./...
-	$(GO) test -count=1 -run 'Allocs' ./caddymodule/...
 
 # Micro-benchmarks of the request check, then real Caddy under load.
 bench: build

@@ -179,7 +179,12 @@ func (a *App) Start() error {
 	var ctx context.Context
 	ctx, a.stop = context.WithCancel(context.Background())
 	if a.Migrate == "auto" {
-		if err := migrateOnce(ctx, rt.store); err != nil {
+		// A database that does not answer must not hold up Caddy's start
+		// or a reload for long: after a first try, keep trying behind it.
+		first, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := migrateOnce(first, rt.store)
+		cancel()
+		if err != nil {
 			if a.storeMod.Local() {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/user"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -124,7 +125,7 @@ func memberCommand() *cobra.Command {
 }
 
 func keyCommand() *cobra.Command {
-	key := &cobra.Command{Use: "key", Short: "Creates a first key for an account (bootstrap)"}
+	key := &cobra.Command{Use: "key", Short: "Creates a first key for an account (bootstrap) and lists keys"}
 	create := &cobra.Command{
 		Use:   "create <account-id> <name>",
 		Short: "Creates a key and prints it once",
@@ -148,7 +149,28 @@ creator. Account administrators manage keys in the dashboard.`,
 		}),
 	}
 	create.Flags().String("server", "", "Restrict the key to this server (inbox) id")
-	key.AddCommand(create)
+	key.AddCommand(create, &cobra.Command{
+		Use:   "list <account-id>",
+		Short: "Lists an account's keys (never the keys themselves)",
+		Args:  cobra.ExactArgs(1),
+		RunE: withStore(func(ctx context.Context, rt *runtime, cmd *cobra.Command) error {
+			ks, err := rt.store.ListKeys(ctx, cmd.Flags().Arg(0))
+			if err != nil {
+				return err
+			}
+			return table(cmd, []string{"ID", "PREFIX", "TYPE", "SERVER", "NAME", "CREATED", "BY", "LAST USED"}, len(ks), func(i int) []any {
+				k := ks[i]
+				server, used := k.ServerID, "never"
+				if server == "" {
+					server = "-"
+				}
+				if k.LastUsed != nil {
+					used = k.LastUsed.Format(time.RFC3339)
+				}
+				return []any{k.ID, k.Display, k.Type, server, strconv.Quote(k.Name), k.CreatedAt.Format(time.RFC3339), k.CreatedBy, used}
+			})
+		}),
+	})
 	return key
 }
 
