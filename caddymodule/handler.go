@@ -1,11 +1,13 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -17,7 +19,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(Handler{})
+	caddy.RegisterModule((*Handler)(nil))
 }
 
 // Default identity header names.
@@ -59,6 +61,8 @@ type Handler struct {
 	fields     [4]identityHeader
 	challenge  []string
 	retryAfter []string
+
+	lastOutageLog atomic.Int64 // unix nanoseconds
 }
 
 type identityHeader struct {
@@ -91,7 +95,7 @@ var placeholders = []struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (Handler) CaddyModule() caddy.ModuleInfo {
+func (*Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.keygate", New: func() caddy.Module { return new(Handler) }}
 }
 
@@ -162,7 +166,8 @@ func (h *Handler) Validate() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	rt := h.app.rt.Load()
 	if rt == nil { // the app has not started yet
-		return h.unavailable(w, r, nil)
+		decisionCounters[auth.Unavailable].Inc()
+		return h.unavailable(w, r, errNotStarted)
 	}
 	d := rt.verifier.Verify(r.Context(), r.Header["Authorization"])
 	decisionCounters[d.Result].Inc()
@@ -177,6 +182,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	id := d.Identity
+	if c := h.logger.Check(zapcore.DebugLevel, "API key accepted"); c != nil {
+		c.Write(zap.String("key_id", id.KeyID), zap.String("key_prefix", id.Display))
+	}
 	delete(r.Header, "Authorization")
 	for _, f := range h.fields {
 		if v := id.Values(f.field); v != nil {
@@ -211,9 +219,14 @@ func (h *Handler) unauthorized(w http.ResponseWriter, r *http.Request) error {
 	return writeError(w, http.StatusUnauthorized, unauthorizedBody)
 }
 
+var errNotStarted = errors.New("keygate app has not started")
+
 func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request, err error) error {
-	if c := h.logger.Check(zapcore.ErrorLevel, "API key could not be checked: store unavailable"); c != nil {
-		c.Write(zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
+	// An outage fails every uncached request: log it once a second, not
+	// once a request.
+	now := time.Now().UnixNano()
+	if last := h.lastOutageLog.Load(); now-last >= int64(time.Second) && h.lastOutageLog.CompareAndSwap(last, now) {
+		h.logger.Error("API key could not be checked: store unavailable", zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
 	}
 	w.Header()["Retry-After"] = h.retryAfter
 	return writeError(w, http.StatusServiceUnavailable, unavailableBody)

@@ -66,18 +66,19 @@ func main() {
 }
 
 type options struct {
-	keygate           string
-	rounds            int
-	duration, warmup  time.Duration
-	threads           int
-	connections       int
-	path, wrk, out    string
-	maxOthers         float64
-	commandLine       string
-	tick              time.Duration
-	ncpu              int
-	upstreamAddr      string
-	keygateBinVersion string
+	keygate          string
+	rounds           int
+	duration, warmup time.Duration
+	threads          int
+	connections      int
+	path, wrk, out   string
+	maxOthers        float64
+
+	// Filled in by run.
+	commandLine  string
+	tick         time.Duration
+	ncpu         int
+	upstreamAddr string
 }
 
 func (o *options) check() error {
