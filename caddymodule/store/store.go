@@ -166,4 +166,29 @@ type Store interface {
 	// ListAudit returns up to limit of the account's events, newest first,
 	// older than beforeID when beforeID > 0 (for paging).
 	ListAudit(ctx context.Context, accountID string, beforeID int64, limit int) ([]AuditEvent, error)
+
+	// RecordObjects records which server each object belongs to, as seen
+	// in the inbox API's responses, refreshing the time it was last seen.
+	RecordObjects(ctx context.Context, accountID string, objs []Object) error
+	// ObjectServer returns the server of an object of the account, or
+	// ErrNotFound if it was never recorded (or has expired).
+	ObjectServer(ctx context.Context, accountID, kind, id string) (string, error)
+	// PurgeObjects forgets objects last seen before the time and returns
+	// how many it forgot.
+	PurgeObjects(ctx context.Context, seenBefore time.Time) (int64, error)
+}
+
+// Object kinds: the objects whose server the inbox API cannot tell later.
+const (
+	ObjectAttachment = "attachment"
+	ObjectPreview    = "preview"
+)
+
+// Object says that an attachment or a preview belongs to a server. The
+// inbox API gives no way to map their ids back, so keygate records them as
+// they pass by in responses, where every instance of a fleet can read them.
+type Object struct {
+	Kind     string // ObjectAttachment or ObjectPreview
+	ID       string
+	ServerID string
 }

@@ -92,3 +92,20 @@ func ValidateUserID(id string) error {
 	}
 	return nil
 }
+
+// ValidateObject checks an object to record: a known kind, an id of 1 to
+// 200 printable characters and a valid server id.
+func ValidateObject(o Object) error {
+	if o.Kind != ObjectAttachment && o.Kind != ObjectPreview {
+		return fmt.Errorf("%w: object kind must be %q or %q", ErrInvalid, ObjectAttachment, ObjectPreview)
+	}
+	if o.ID == "" || utf8.RuneCountInString(o.ID) > 200 || !utf8.ValidString(o.ID) {
+		return fmt.Errorf("%w: object id must be 1 to 200 characters", ErrInvalid)
+	}
+	for _, r := range o.ID {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%w: object id contains a non-printable character (%U)", ErrInvalid, r)
+		}
+	}
+	return ValidateServerID(o.ServerID)
+}

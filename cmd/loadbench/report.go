@@ -162,7 +162,7 @@ func buildReport(o options, env environment, scs []*scenario, runs []*runResult)
 	p("- keygate: `%s version` = %s; module %s\n", o.keygate, env.keygateVersion, env.keygateModule)
 	p("- %d rounds, scenarios alternated with the order rotated each round; the upstream is a tiny Go net/http server in a child process (%s)\n", o.rounds, o.upstreamAddr)
 	p("- CPU µs/req: user+system CPU of the scenario's Caddy process (/proc/<pid>/stat, %s ticks) over wrk's completed requests\n", o.tick)
-	p("- a run is noisy when other processes or the hypervisor took more than %.0f%% of the machine, or any request failed; a round's pair is dropped when either run is noisy\n\n", 100*o.maxOthers)
+	p("- a run is noisy when other processes or the hypervisor took more than %.0f%% of the machine, or any request failed; a round's pair is dropped when either run is noisy. \"others\" is /proc/stat's busy time minus every benchmark process's: the two are accounted differently, so a few %% either side of 0 is normal\n\n", 100*o.maxOthers)
 
 	p("## Scenarios\n\n")
 	for _, s := range scs {

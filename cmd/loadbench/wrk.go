@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -102,7 +103,7 @@ func parseWrkDuration(s string) (time.Duration, error) {
 			if err != nil || v < 0 {
 				return 0, fmt.Errorf("bad duration %q", s)
 			}
-			return time.Duration(v * float64(u.unit)), nil
+			return time.Duration(math.Round(v * float64(u.unit))), nil
 		}
 	}
 	return 0, fmt.Errorf("duration %q has no unit (us, ms, s, m, h)", s)

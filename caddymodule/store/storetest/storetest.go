@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditKeyEvents", testAuditKeyEvents},
 		{"AuditPaging", testAuditPaging},
 		{"AuditNoSecrets", testAuditNoSecrets},
+		{"Objects", testObjects},
 		{"MigrateAgain", testMigrateAgain},
 		{"ConcurrentKeys", testConcurrentKeys},
 		{"ConcurrentSameName", testConcurrentSameName},
