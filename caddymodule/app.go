@@ -18,6 +18,7 @@ import (
 	"github.com/keygate/keygate/caddymodule/auth"
 	"github.com/keygate/keygate/caddymodule/cache"
 	"github.com/keygate/keygate/caddymodule/keys"
+	"github.com/keygate/keygate/caddymodule/scope"
 	"github.com/keygate/keygate/caddymodule/store"
 )
 
@@ -31,6 +32,7 @@ const (
 	DefaultCacheTTL     = time.Minute
 	DefaultNegativeTTL  = time.Minute
 	DefaultStoreTimeout = 2 * time.Second
+	DefaultRetention    = 30 * 24 * time.Hour
 )
 
 // App is the keygate app: what every keygate handler and the dashboard
@@ -66,6 +68,12 @@ type App struct {
 	// be looked up in time is answered 503. Default: 2s.
 	StoreTimeout caddy.Duration `json:"store_timeout,omitempty"`
 
+	// ObjectRetention is how long keygate remembers which server an
+	// attachment or a preview belongs to, after it last saw the object in
+	// a response. A server-restricted key asking for an attachment or
+	// preview keygate no longer remembers gets 404. Default: 30d.
+	ObjectRetention caddy.Duration `json:"object_retention,omitempty"`
+
 	// Migrate says whether the app applies pending schema migrations when
 	// it starts ("auto") or leaves them to `keygate migrate` ("off").
 	// Migrations run under a lock, so instances starting together are safe.
@@ -90,6 +98,7 @@ type runtime struct {
 	store    store.Store
 	verifier *auth.Verifier
 	manager  *auth.Manager
+	objects  *scope.Objects
 }
 
 func (*runtime) Destruct() error { return nil } // the store has its own pool entry
@@ -139,6 +148,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.Migrate == "" {
 		a.Migrate = "auto"
 	}
+	if a.ObjectRetention == 0 {
+		a.ObjectRetention = caddy.Duration(DefaultRetention)
+	}
 
 	cacheEntries := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "keygate", Name: "cache_entries",
@@ -160,8 +172,8 @@ func (a *App) Validate() error {
 	switch {
 	case a.CacheSize < 0:
 		return errors.New("keygate: cache_size must be positive")
-	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0:
-		return errors.New("keygate: cache_ttl, negative_ttl and store_timeout must be positive")
+	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0, a.ObjectRetention < 0:
+		return errors.New("keygate: cache_ttl, negative_ttl, store_timeout and object_retention must be positive")
 	case a.Migrate != "auto" && a.Migrate != "off":
 		return fmt.Errorf("keygate: migrate must be auto or off, not %q", a.Migrate)
 	}
@@ -193,8 +205,34 @@ func (a *App) Start() error {
 			go a.retryMigrate(ctx, rt.store)
 		}
 	}
+	a.bg.Add(1)
+	go a.purgeObjects(ctx, rt.store)
 	a.rt.Store(rt)
 	return nil
+}
+
+// purgeObjects forgets, hourly, the objects not seen within the retention.
+// Every instance of a fleet does it; the deletes are idempotent.
+func (a *App) purgeObjects(ctx context.Context, st store.Store) {
+	defer a.bg.Done()
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		n, err := st.PurgeObjects(pctx, time.Now().Add(-time.Duration(a.ObjectRetention)))
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			a.logger.Warn("purging expired objects failed", zap.Error(err))
+		case n > 0:
+			a.logger.Info("purged expired objects", zap.Int64("count", n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // open builds or shares the runtime. The command line uses it too.
@@ -219,9 +257,15 @@ func (a *App) open() (*runtime, error) {
 		NegativeTTL:  time.Duration(a.NegativeTTL),
 		FetchTimeout: time.Duration(a.StoreTimeout),
 	}
-	a.rtKey = fmt.Sprintf("%s|%x|%+v", a.storeMod.ID(), sha256.Sum256(secret), cfg)
+	a.rtKey = fmt.Sprintf("%s|%x|%+v|%v", a.storeMod.ID(), sha256.Sum256(secret), cfg, a.ObjectRetention)
 	v, _, err := runtimes.LoadOrNew(a.rtKey, func() (caddy.Destructor, error) {
 		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: st.LookupKey, Cache: cfg, ObserveLookup: observeLookup})
+		if err != nil {
+			return nil, err
+		}
+		// A recorded object is written again at most daily, which keeps it
+		// within its retention while it is in use.
+		objects, err := scope.NewObjects(st, cfg.Size, min(24*time.Hour, time.Duration(a.ObjectRetention)/2))
 		if err != nil {
 			return nil, err
 		}
@@ -229,6 +273,7 @@ func (a *App) open() (*runtime, error) {
 			store:    st,
 			verifier: verifier,
 			manager:  &auth.Manager{Store: st, Keyring: kr, Verifier: verifier},
+			objects:  objects,
 		}, nil
 	})
 	if err != nil {

@@ -9,6 +9,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/keygate/keygate/caddymodule/scope"
 )
 
 func init() {
@@ -26,6 +29,7 @@ func init() {
 //		cache_ttl     <duration>
 //		negative_ttl  <duration>
 //		store_timeout <duration>
+//		object_retention <duration>
 //		migrate       auto|off
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
@@ -85,12 +89,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &a.StoreTimeout); err != nil {
 				return err
 			}
+		case "object_retention":
+			if err := parseDuration(d, &a.ObjectRetention); err != nil {
+				return err
+			}
 		case "migrate":
 			if !d.AllArgs(&a.Migrate) || (a.Migrate != "auto" && a.Migrate != "off") {
 				return d.Errf("migrate takes auto or off")
 			}
 		default:
-			return unknownOption(d, "keygate global option", "store", "secret", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "migrate")
+			return unknownOption(d, "keygate global option", "store", "secret", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "object_retention", "migrate")
 		}
 	}
 	return nil
@@ -105,9 +113,11 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	keygate [<matcher>] {
-//		header      account|key_id|key_type|server <name>
-//		realm       <realm>
-//		retry_after <duration>
+//		header        account|key_id|key_type|server <name>
+//		realm         <realm>
+//		retry_after   <duration>
+//		route         <method> <path> deny|allow|own_server|own_object
+//		inspect_limit <size>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -136,8 +146,32 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &h.RetryAfter); err != nil {
 				return err
 			}
+		case "route":
+			var rc RouteConfig
+			if !d.AllArgs(&rc.Method, &rc.Path, &rc.Restricted) {
+				return d.Errf("route takes a method, a path and a rule, for example: route GET /api/reports/{server} own_server")
+			}
+			rc.Method = strings.ToUpper(rc.Method)
+			r, err := rc.route()
+			if err == nil {
+				_, err = scope.New([]scope.Route{r})
+			}
+			if err != nil {
+				return d.Err(err.Error())
+			}
+			h.Routes = append(h.Routes, rc)
+		case "inspect_limit":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.Errf("inspect_limit takes a size, for example: inspect_limit 8MiB")
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 || n > 1<<30 {
+				return d.Errf("inspect_limit must be a size between 1B and 1GiB such as 8MiB, not %q", v)
+			}
+			h.InspectLimit = int(n)
 		default:
-			return unknownOption(d, "keygate directive", "header", "realm", "retry_after")
+			return unknownOption(d, "keygate directive", "header", "realm", "retry_after", "route", "inspect_limit")
 		}
 	}
 	return nil

@@ -42,7 +42,12 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"keygate {\n\tretry_after -1s\n}", "positive duration"},
 		{"keygate {\n\theader server\n}", "header takes a field and a name"},
 		{"keygate {\n\tretry_afer 1s\n}", "did you mean retry_after?"},
-		{"keygate {\n\tfoo\n}", `unknown keygate directive "foo" (options: header, realm, retry_after)`},
+		{"keygate {\n\troute GET /x\n}", "route takes a method, a path and a rule"},
+		{"keygate {\n\troute GET /x maybe\n}", "restricted must be deny, allow, own_server or own_object"},
+		{"keygate {\n\troute GET /x/{nope} allow\n}", "unknown parameter {nope}"},
+		{"keygate {\n\troute GET /x own_object\n}", "own_object needs"},
+		{"keygate {\n\tinspect_limit lots\n}", "inspect_limit must be a size"},
+		{"keygate {\n\tfoo\n}", `unknown keygate directive "foo" (options: header, realm, retry_after, route, inspect_limit)`},
 	}
 	for _, c := range cases {
 		err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.input))

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/keygate/keygate/caddymodule/auth"
+	"github.com/keygate/keygate/caddymodule/scope"
 )
 
 func init() {
@@ -56,11 +57,27 @@ type Handler struct {
 	// unreachable. Default: 2s.
 	RetryAfter caddy.Duration `json:"retry_after,omitempty"`
 
-	app        *App
-	logger     *zap.Logger
-	fields     [4]identityHeader
-	challenge  []string
-	retryAfter []string
+	// Routes adds routes to the inbox API's table, or replaces one of its
+	// routes (same method and path), for endpoints of your own. A
+	// server-restricted key is refused (403) every route the table does
+	// not know; a standard key is passed through.
+	Routes []RouteConfig `json:"routes,omitempty"`
+
+	// InspectLimit is the largest response body, in bytes, that keygate
+	// reads: a message checked for a server-restricted key, or a response
+	// that tells which server messages, attachments and previews belong
+	// to. A message over it is answered 502 to a restricted key. Other
+	// responses (attachments, raw emails, screenshots) always stream
+	// untouched. Default: 8 MiB.
+	InspectLimit int `json:"inspect_limit,omitempty"`
+
+	app          *App
+	policy       *scope.Policy
+	inspectLimit int
+	logger       *zap.Logger
+	fields       [4]identityHeader
+	challenge    []string
+	retryAfter   []string
 
 	lastOutageLog atomic.Int64 // unix nanoseconds
 }
@@ -68,6 +85,39 @@ type Handler struct {
 type identityHeader struct {
 	field auth.Field
 	name  string // canonical
+}
+
+// RouteConfig is a route of the scope policy.
+type RouteConfig struct {
+	// Method is the HTTP method.
+	Method string `json:"method"`
+	// Path with at most one parameter: {server} for the server the route
+	// addresses, {message}, {attachment} or {preview} for an object, or
+	// {device} and {id} for anything else. Matched case-insensitively.
+	Path string `json:"path"`
+	// Restricted is what a server-restricted key may do: "deny", "allow",
+	// "own_server" (the server in the path, or else in the server query
+	// parameter, must be the key's) or "own_object" (the message,
+	// attachment or preview must be of the key's server).
+	Restricted string `json:"restricted"`
+}
+
+func (rc RouteConfig) route() (scope.Route, error) {
+	r := scope.Route{ID: rc.Method + " " + rc.Path, Method: rc.Method, Path: rc.Path, Class: scope.ACCT}
+	switch rc.Restricted {
+	case "deny":
+		r.Restricted = scope.Deny
+	case "allow":
+		r.Restricted = scope.Allow
+	case "own_server":
+		r.Restricted, r.Class = scope.OwnServer, scope.SRV
+		r.ServerInQuery = !strings.Contains(rc.Path, "{server}")
+	case "own_object":
+		r.Restricted, r.Class = scope.OwnObject, scope.OBJ
+	default:
+		return r, fmt.Errorf("route %s %s: restricted must be deny, allow, own_server or own_object, not %q", rc.Method, rc.Path, rc.Restricted)
+	}
+	return r, nil
 }
 
 // identityFields maps config names to identity fields, in header order.
@@ -81,6 +131,14 @@ var identityFields = []struct {
 	{"key_type", auth.FieldKeyType, DefaultKeyTypeHeader},
 	{"server", auth.FieldServerID, DefaultServerHeader},
 }
+
+// Indexes of Handler.fields.
+const (
+	fieldAccount = iota
+	fieldKeyID
+	fieldKeyType
+	fieldServer
+)
 
 // Placeholders set for every allowed request, as {keygate.<name>}.
 var placeholders = []struct {
@@ -131,8 +189,29 @@ func (h *Handler) setup() error {
 	}
 	secs := int((time.Duration(h.RetryAfter) + time.Second - 1) / time.Second)
 	h.retryAfter = []string{strconv.Itoa(max(secs, 1))}
+
+	custom := make([]scope.Route, 0, len(h.Routes))
+	for _, rc := range h.Routes {
+		r, err := rc.route()
+		if err != nil {
+			return fmt.Errorf("keygate: %w", err)
+		}
+		custom = append(custom, r)
+	}
+	policy, err := scope.New(scope.InboxAPI, custom)
+	if err != nil {
+		return fmt.Errorf("keygate: %w", err)
+	}
+	h.policy = policy
+	h.inspectLimit = h.InspectLimit
+	if h.inspectLimit == 0 {
+		h.inspectLimit = DefaultInspectLimit
+	}
 	return nil
 }
+
+// DefaultInspectLimit is the default of InspectLimit.
+const DefaultInspectLimit = 8 << 20
 
 // Validate checks the header names and the realm.
 func (h *Handler) Validate() error {
@@ -159,25 +238,29 @@ func (h *Handler) Validate() error {
 	if h.RetryAfter < 0 {
 		return fmt.Errorf("keygate: retry_after must be positive")
 	}
+	if h.InspectLimit < 0 {
+		return fmt.Errorf("keygate: inspect_limit must be positive")
+	}
 	return nil
 }
 
-// ServeHTTP checks the request's key.
+// ServeHTTP checks the request's key, then its scope.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	rt := h.app.rt.Load()
 	if rt == nil { // the app has not started yet
-		decisionCounters[auth.Unavailable].Inc()
+		decisionCounters[outUnavailable].Inc()
 		return h.unavailable(w, r, errNotStarted)
 	}
 	d := rt.verifier.Verify(r.Context(), r.Header["Authorization"])
-	decisionCounters[d.Result].Inc()
 	if d.Cached {
 		cacheCounters[d.Cache].Inc()
 	}
 	switch d.Result {
 	case auth.Unauthorized:
+		decisionCounters[outUnauthorized].Inc()
 		return h.unauthorized(w, r)
 	case auth.Unavailable:
+		decisionCounters[outUnavailable].Inc()
 		return h.unavailable(w, r, d.Err)
 	}
 
@@ -201,7 +284,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		}
 	}
-	return next.ServeHTTP(w, r)
+	return h.enforceScope(w, r, next, rt, id)
 }
 
 // Error bodies in the inbox API's error shape. They are the same for every

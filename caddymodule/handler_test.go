@@ -79,7 +79,11 @@ type seen struct {
 }
 
 func serve(t testing.TB, h *Handler, header http.Header) (*httptest.ResponseRecorder, *seen) {
-	req := httptest.NewRequest(http.MethodGet, "/api/servers", nil)
+	return serveRequest(t, h, http.MethodGet, "/api/messages?server=abcd1234", header)
+}
+
+func serveRequest(t testing.TB, h *Handler, method, target string, header http.Header) (*httptest.ResponseRecorder, *seen) {
+	req := httptest.NewRequest(method, target, nil)
 	req.Header = header
 	repl := caddy.NewReplacer()
 	req = caddyhttp.PrepareRequest(req, repl, nil, nil)

@@ -30,17 +30,34 @@ var (
 	}, []string{"result"})
 )
 
+// outcome is the handler's final answer to a request, the decisions
+// metric's label. The first three are auth.Result's, in its order.
+type outcome uint8
+
+const (
+	outAllowed              = outcome(auth.Allowed)
+	outUnauthorized         = outcome(auth.Unauthorized)
+	outUnavailable          = outcome(auth.Unavailable)
+	outForbidden    outcome = iota // the key's scope does not cover the request
+	outNotFound                    // an object of another server, or never seen
+	outBadRequest                  // a request that could be read two ways
+	outBadGateway                  // a response that had to be checked and could not be
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"allowed", "unauthorized", "unavailable", "forbidden", "not_found", "bad_request", "bad_gateway"}
+
 // Resolved children, so the request path does no label hashing.
 var (
-	decisionCounters [3]prometheus.Counter // by auth.Result
+	decisionCounters [numOutcomes]prometheus.Counter
 	cacheCounters    [5]prometheus.Counter // by cache.Outcome
 	lookupOK         = storeLookups.WithLabelValues("ok")
 	lookupError      = storeLookups.WithLabelValues("error")
 )
 
 func init() {
-	for r := range decisionCounters {
-		decisionCounters[r] = decisions.WithLabelValues(auth.Result(r).String())
+	for o := range decisionCounters {
+		decisionCounters[o] = decisions.WithLabelValues(outcomeNames[o])
 	}
 	for o := range cacheCounters {
 		cacheCounters[o] = cacheLookups.WithLabelValues(cache.Outcome(o).String())

@@ -1,0 +1,195 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/keygate/keygate/caddymodule/auth"
+	"github.com/keygate/keygate/caddymodule/scope"
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+// enforceScope applies the scope policy to a request whose key is live:
+// a server-restricted key reaches only its own server's email and SMS
+// functions, and no response of another server reaches it.
+func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, rt *runtime, id *auth.Identity) error {
+	m, err := h.policy.Read(r.Method, r.URL.EscapedPath(), r.URL.RawQuery)
+	if err != nil {
+		decisionCounters[outBadRequest].Inc()
+		return h.refuse(w, outBadRequest, err)
+	}
+	restricted := id.Type == store.Restricted
+	verdict := scope.Pass
+	if restricted {
+		verdict = scope.Decide(m, id.ServerID)
+	}
+	// server is the server the request is known to address, for learning
+	// what its response reveals.
+	server := m.Server
+	switch verdict {
+	case scope.Forbidden:
+		decisionCounters[outForbidden].Inc()
+		return h.refuse(w, outForbidden, nil)
+	case scope.CheckObject:
+		s, found, err := rt.objects.ServerOf(r.Context(), id.AccountID, m.Route.Object(), m.Object, h.messageLookup(r, next))
+		if err != nil {
+			return h.lookupFailed(w, r, m.Route.Object(), err)
+		}
+		if !found || s != id.ServerID {
+			decisionCounters[outNotFound].Inc()
+			return h.refuse(w, outNotFound, nil)
+		}
+		server = s
+	case scope.CheckResponse:
+		if s, ok := rt.objects.KnownMessage(id.AccountID, m.Object); ok {
+			if s != id.ServerID {
+				decisionCounters[outNotFound].Inc()
+				return h.refuse(w, outNotFound, nil)
+			}
+			verdict, server = scope.Pass, s
+		}
+	}
+
+	if m.Route == nil || (m.Route.Teaches == scope.TeachesNothing && verdict != scope.CheckResponse) {
+		decisionCounters[outAllowed].Inc()
+		return next.ServeHTTP(w, r) // streams untouched
+	}
+
+	// A route whose response keygate reads: to check it (a message fetched
+	// by a restricted key whose server is not known yet) or to learn from
+	// it (which server its messages, attachments and previews belong to).
+	narrowAcceptEncoding(r.Header)
+	hold := verdict == scope.CheckResponse
+	c := newCapture(w, hold, h.inspectLimit)
+	if err := next.ServeHTTP(c, r); err != nil {
+		if hold {
+			decisionCounters[outBadGateway].Inc()
+		}
+		return err
+	}
+	var body []byte
+	if c.status == http.StatusOK {
+		body, err = c.body()
+	}
+	if hold {
+		if c.status == http.StatusOK {
+			if err == nil {
+				server, err = scope.MessageServer(body)
+			}
+			if err != nil {
+				decisionCounters[outBadGateway].Inc()
+				h.logger.Warn("message response could not be checked", zap.String("key_id", id.KeyID), zap.Error(err))
+				return h.refuse(w, outBadGateway, nil)
+			}
+			if server != id.ServerID {
+				decisionCounters[outNotFound].Inc()
+				return h.refuse(w, outNotFound, nil)
+			}
+		}
+		decisionCounters[outAllowed].Inc()
+		if rerr := c.release(w); rerr != nil {
+			return rerr
+		}
+	} else {
+		decisionCounters[outAllowed].Inc()
+	}
+	if c.status == http.StatusOK && err == nil {
+		if lerr := rt.objects.Learn(r.Context(), id.AccountID, m.Route, server, body); lerr != nil {
+			if ce := h.logger.Check(zapcore.WarnLevel, "could not learn from a response"); ce != nil {
+				ce.Write(zap.String("route", m.Route.ID), zap.Error(lerr))
+			}
+		}
+	}
+	return nil
+}
+
+// messageLookup asks the upstream, through the rest of this route's
+// handlers (normally reverse_proxy), which server a message belongs to, on
+// the account's behalf.
+func (h *Handler) messageLookup(r *http.Request, next caddyhttp.Handler) scope.MessageLookup {
+	return func(ctx context.Context, messageID string) (string, bool, error) {
+		lr := r.Clone(ctx)
+		lr.Method = http.MethodGet
+		u := *r.URL
+		u.Path = "/api/messages/" + messageID
+		u.RawPath = "/api/messages/" + url.PathEscape(messageID)
+		u.RawQuery = ""
+		lr.URL = &u
+		lr.RequestURI = u.RequestURI()
+		lr.Body, lr.ContentLength = http.NoBody, 0
+		for _, k := range []string{"Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding", "Expect", "Accept-Encoding"} {
+			lr.Header.Del(k)
+		}
+		// An account-wide look-up: keygate's own, not the restricted key's.
+		lr.Header.Set(h.fields[fieldKeyType].name, string(store.Standard))
+		lr.Header.Del(h.fields[fieldServer].name)
+
+		c := newCapture(nil, true, h.inspectLimit)
+		if err := next.ServeHTTP(c, lr); err != nil {
+			return "", false, err
+		}
+		switch c.status {
+		case http.StatusOK:
+		case http.StatusNotFound:
+			return "", false, nil
+		default:
+			return "", false, errors.New("upstream answered the message look-up with " + http.StatusText(c.status))
+		}
+		body, err := c.body()
+		if err != nil {
+			return "", false, err
+		}
+		s, err := scope.MessageServer(body)
+		if err != nil {
+			return "", false, err
+		}
+		return s, true, nil
+	}
+}
+
+// lookupFailed answers a request whose object's server could not be
+// learned: 502 when the upstream did not answer the message look-up, 503
+// when the store did not answer for an attachment or preview.
+func (h *Handler) lookupFailed(w http.ResponseWriter, r *http.Request, kind scope.Kind, err error) error {
+	h.logger.Error("object's server could not be learned", zap.Stringer("kind", kind), zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
+	if kind == scope.Message {
+		decisionCounters[outBadGateway].Inc()
+		return h.refuse(w, outBadGateway, nil)
+	}
+	decisionCounters[outUnavailable].Inc()
+	w.Header()["Retry-After"] = h.retryAfter
+	return writeError(w, http.StatusServiceUnavailable, unavailableObjectBody)
+}
+
+// refuse answers with the inbox API's error for the outcome. why is told
+// to the client only for a request that could be read two ways: it says
+// which rule the request broke, nothing about any key or object.
+func (h *Handler) refuse(w http.ResponseWriter, o outcome, why error) error {
+	switch o {
+	case outForbidden:
+		return writeError(w, http.StatusForbidden, forbiddenBody)
+	case outNotFound:
+		return writeError(w, http.StatusNotFound, notFoundBody)
+	case outBadGateway:
+		return writeError(w, http.StatusBadGateway, badGatewayBody)
+	}
+	desc, _ := json.Marshal("The request could be read more than one way (" + strings.TrimPrefix(why.Error(), scope.ErrAmbiguous.Error()+": ") + "); send it in its plain form.")
+	return writeError(w, http.StatusBadRequest, `{"type":"ValidationError","status":400,"errors":[{"field":"url","detail":[{"description":`+string(desc)+`,"code":"ambiguous_request"}]}]}`+"\n")
+}
+
+// Error bodies of the scope policy, in the inbox API's error shape, with
+// the messages its clients show.
+const (
+	forbiddenBody         = `{"type":"PermissionError","status":403,"errors":[{"field":"","detail":[{"description":"Insufficient permission to perform that task.","code":"forbidden"}]}]}` + "\n"
+	notFoundBody          = `{"type":"NotFoundError","status":404,"errors":[{"field":"","detail":[{"description":"Not found, check input parameters.","code":"not_found"}]}]}` + "\n"
+	badGatewayBody        = `{"type":"BadGateway","status":502,"errors":[{"field":"","detail":[{"description":"The inbox API's answer could not be checked for this key.","code":"unchecked_response"}]}]}` + "\n"
+	unavailableObjectBody = `{"type":"ServiceUnavailable","status":503,"errors":[{"field":"","detail":[{"description":"The object's inbox could not be checked right now. Retry shortly.","code":"object_store_unavailable"}]}]}` + "\n"
+)
