@@ -80,6 +80,11 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 		body, err = c.body()
 	}
 	if hold {
+		if c.status == http.StatusNotFound {
+			// Byte for byte the 404 of a message of another server.
+			decisionCounters[outNotFound].Inc()
+			return h.refuse(w, outNotFound, nil)
+		}
 		if c.status == http.StatusOK {
 			if err == nil {
 				server, err = scope.MessageServer(body)
@@ -102,6 +107,11 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 		decisionCounters[outAllowed].Inc()
 	}
 	if c.status == http.StatusOK && err == nil {
+		if server == "" && m.Route.Teaches == scope.TeachesPreviews {
+			// Previews are recorded under their message's server, which a
+			// standard key's request does not name.
+			server, _, _ = rt.objects.ServerOf(r.Context(), id.AccountID, scope.Message, m.Object, h.messageLookup(r, next))
+		}
 		if lerr := rt.objects.Learn(r.Context(), id.AccountID, m.Route, server, body); lerr != nil {
 			if ce := h.logger.Check(zapcore.WarnLevel, "could not learn from a response"); ce != nil {
 				ce.Write(zap.String("route", m.Route.ID), zap.Error(lerr))

@@ -47,6 +47,8 @@ func main() {
 	flag.StringVar(&o.path, "path", "/api/messages?server=abcd1234", "request path and query")
 	flag.StringVar(&o.wrk, "wrk", "wrk", "the wrk binary")
 	flag.Float64Var(&o.maxOthers, "max-others", 0.05, "flag a run as noisy when processes outside the benchmark, or the hypervisor (steal), took more than this share of the machine's CPU")
+	flag.IntVar(&o.retries, "retries", 2, "run a scenario again, up to this many times, when other processes disturbed it")
+	flag.DurationVar(&o.quietWait, "quiet-wait", 30*time.Second, "before each run, wait up to this long for other processes to leave the CPU alone")
 	flag.StringVar(&o.out, "out", "", "also write the report as markdown to this file")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./cmd/loadbench -keygate bin/keygate [flags]\n\n")
@@ -73,6 +75,8 @@ type options struct {
 	connections      int
 	path, wrk, out   string
 	maxOthers        float64
+	retries          int
+	quietWait        time.Duration
 
 	// Filled in by run.
 	commandLine  string
@@ -105,6 +109,8 @@ func (o *options) check() error {
 		return errors.New("-warmup must be whole seconds")
 	case o.threads < 1 || o.connections < o.threads:
 		return errors.New("-threads must be at least 1 and -connections at least -threads")
+	case o.retries < 0 || o.quietWait < 0:
+		return errors.New("-retries and -quiet-wait must not be negative")
 	case !strings.HasPrefix(o.path, "/"):
 		return errors.New("-path must start with /")
 	}
@@ -124,7 +130,11 @@ type runResult struct {
 	othersShare float64 // CPU used outside the benchmark, share of the machine
 	stealShare  float64 // CPU the hypervisor took, share of the machine
 	noisy       bool
-	notes       []string
+	// disturbed: something outside the benchmark spoiled the run, which
+	// running it again may avoid (unlike failed requests).
+	disturbed bool
+	notes     []string
+	attempts  int // 1, or more when disturbed runs were run again
 }
 
 // cpuPerReq returns µs of CPU per completed request.
@@ -145,8 +155,8 @@ func run(ctx context.Context, o options) (err error) {
 
 	// The whole benchmark is bounded: set-up plus every run with a generous
 	// margin. Each wrk run has its own bound as well.
-	perRun := o.warmup + o.duration + 15*time.Second
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute+time.Duration(o.rounds*4)*perRun)
+	perRun := o.quietWait + 2*time.Second + o.warmup + o.duration + 15*time.Second
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute+time.Duration(o.rounds*4*(1+o.retries))*perRun)
 	defer cancel()
 
 	root, err := os.MkdirTemp("", "keygate-loadbench-")
@@ -184,13 +194,28 @@ func run(ctx context.Context, o options) (err error) {
 		fmt.Printf("\nround %d/%d, load average %s\n", round+1, o.rounds, loadavg())
 		for pos := range scs {
 			s := scs[(round+pos)%len(scs)] // A B C D, B C D A, …
-			r, err := measure(ctx, o, w, s, up, procs)
-			if err != nil {
-				return err
+			// Another process on this shared box (a build, a test) spoils
+			// a run: wait for it to pass, and run again a run it spoiled
+			// anyway, up to -retries times; then keep it, flagged.
+			for attempt := 0; ; attempt++ {
+				if waited, err := waitQuiet(ctx, o, procs); err != nil {
+					return err
+				} else if waited > 0 {
+					fmt.Printf("  (waited %s for other processes to quieten)\n", waited.Round(time.Second))
+				}
+				r, err := measure(ctx, o, w, s, up, procs)
+				if err != nil {
+					return err
+				}
+				r.round, r.pos, r.attempts = round, pos, attempt+1
+				if r.disturbed && attempt < o.retries {
+					fmt.Println("  " + r.line() + "; running it again")
+					continue
+				}
+				runs = append(runs, r)
+				fmt.Println("  " + r.line())
+				break
 			}
-			r.round, r.pos = round, pos
-			runs = append(runs, r)
-			fmt.Println("  " + r.line())
 		}
 	}
 
@@ -244,26 +269,14 @@ func measure(ctx context.Context, o options, w wrkConfig, s *scenario, up *child
 	r.caddyCPU = after.procs[s.proc] - before.procs[s.proc]
 	r.upstreamCPU = after.procs[up] - before.procs[up]
 
-	// Everything the machine ran that was not ours: the busy time in
-	// /proc/stat minus every process of the benchmark (all the children,
-	// idle ones too, wrk and loadbench itself).
-	var ours time.Duration
-	for c, t := range after.procs {
-		ours += t - before.procs[c]
-	}
-	ours += after.self - before.self + wrkCPU
-	busy := time.Duration(after.machine.busy-before.machine.busy) * o.tick
-	steal := time.Duration(after.machine.steal-before.machine.steal) * o.tick
-	capacity := float64(r.wall) * float64(o.ncpu)
-	r.othersShare = float64(busy-ours) / capacity
-	r.stealShare = float64(steal) / capacity
+	r.othersShare, r.stealShare = outsideShares(o, before, after, wrkCPU)
 
 	if r.othersShare > o.maxOthers {
-		r.noisy = true
+		r.noisy, r.disturbed = true, true
 		r.notes = append(r.notes, fmt.Sprintf("other processes used %.0f%% of the machine", 100*r.othersShare))
 	}
 	if r.stealShare > o.maxOthers {
-		r.noisy = true
+		r.noisy, r.disturbed = true, true
 		r.notes = append(r.notes, fmt.Sprintf("hypervisor steal %.0f%%", 100*r.stealShare))
 	}
 	if res.Non2xx > 0 {
@@ -275,6 +288,49 @@ func measure(ctx context.Context, o options, w wrkConfig, s *scenario, up *child
 		r.notes = append(r.notes, fmt.Sprintf("%d socket errors", res.SocketErrors))
 	}
 	return r, nil
+}
+
+// outsideShares returns the shares of the machine's CPU, between two
+// snapshots, that processes outside the benchmark and the hypervisor took.
+// Outside is the busy time in /proc/stat minus every process of the
+// benchmark: all the children (idle ones too), wrk, and loadbench itself.
+func outsideShares(o options, before, after cpuSnapshot, wrkCPU time.Duration) (others, steal float64) {
+	ours := after.self - before.self + wrkCPU
+	for c, t := range after.procs {
+		ours += t - before.procs[c]
+	}
+	busy := time.Duration(after.machine.busy-before.machine.busy) * o.tick
+	stolen := time.Duration(after.machine.steal-before.machine.steal) * o.tick
+	capacity := float64(after.at.Sub(before.at)) * float64(o.ncpu)
+	return float64(busy-ours) / capacity, float64(stolen) / capacity
+}
+
+// waitQuiet waits, up to -quiet-wait, until processes outside the benchmark
+// and the hypervisor leave the machine alone for a second, and returns how
+// long it waited. Past -quiet-wait it goes ahead: the run will say it was
+// disturbed.
+func waitQuiet(ctx context.Context, o options, procs *children) (time.Duration, error) {
+	start := time.Now()
+	for {
+		before, err := snapshotCPU(o, procs)
+		if err != nil {
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("waiting for a quiet machine: %w", ctx.Err())
+		case <-time.After(time.Second):
+		}
+		after, err := snapshotCPU(o, procs)
+		if err != nil {
+			return 0, err
+		}
+		others, steal := outsideShares(o, before, after, 0)
+		waited := time.Since(start) - time.Second
+		if (others <= o.maxOthers && steal <= o.maxOthers) || waited >= o.quietWait {
+			return waited.Truncate(time.Second), nil
+		}
+	}
 }
 
 // cpuSnapshot is the CPU time of every process of the benchmark and of the

@@ -22,6 +22,13 @@ const (
 	targetP99Diff = 50.0 // µs of p99 above plain's at most
 )
 
+// slowVM is how far above its median over all runs the upstream's CPU per
+// request may go before a run is marked as taken on a slow VM. The upstream
+// does the same work for every request of every scenario, so its cost per
+// request tracks the host's drift (which shows neither as steal nor as
+// other processes' CPU) and is a control inside each run.
+const slowVM = 1.15
+
 // environment describes where and with what the figures were taken.
 type environment struct {
 	date, nproc, cpu, kernel      string
@@ -152,6 +159,7 @@ func withRange(xs []float64, format string) string {
 func buildReport(o options, env environment, scs []*scenario, runs []*runResult) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	slow := markSlowVM(runs)
 
 	p("# keygate load benchmark\n\n")
 	p("Command: `%s`\n\n", o.commandLine)
@@ -162,6 +170,7 @@ func buildReport(o options, env environment, scs []*scenario, runs []*runResult)
 	p("- keygate: `%s version` = %s; module %s\n", o.keygate, env.keygateVersion, env.keygateModule)
 	p("- %d rounds, scenarios alternated with the order rotated each round; the upstream is a tiny Go net/http server in a child process (%s)\n", o.rounds, o.upstreamAddr)
 	p("- CPU µs/req: user+system CPU of the scenario's Caddy process (/proc/<pid>/stat, %s ticks) over wrk's completed requests\n", o.tick)
+	p("- before each run loadbench waits (up to %s) until other processes leave the CPU alone for a second, and runs again (up to %d times) a run they disturbed anyway\n", o.quietWait, o.retries)
 	p("- a run is noisy when other processes or the hypervisor took more than %.0f%% of the machine, or any request failed; a round's pair is dropped when either run is noisy. \"others\" is /proc/stat's busy time minus every benchmark process's: the two are accounted differently, so a few %% either side of 0 is normal\n\n", 100*o.maxOthers)
 
 	p("## Scenarios\n\n")
@@ -194,6 +203,13 @@ func buildReport(o options, env environment, scs []*scenario, runs []*runResult)
 	kg, aa, ba := sums[scKeygate], sums[scPlainAA], sums[scBasicAuth]
 	ratio, dp99, dcpu := median(kg.ratio), median(kg.dp99), median(kg.dcpu)
 	aaRatio, aaDp99, aaDcpu := median(aa.ratio), median(aa.dp99), median(aa.dcpu)
+	// Fewer clean pairs than this and the medians are a run or two of a
+	// machine whose speed drifts: say so before any PASS or FAIL.
+	minPairs := min(3, o.rounds)
+	if kg.fellBack || aa.fellBack || kg.used < minPairs || aa.used < minPairs {
+		p("**INCONCLUSIVE**: only %d clean keygate pair(s) and %d clean A/A pair(s) out of %d rounds (want at least %d each): the figures below are not evidence either way; rerun on a quiet machine.\n\n",
+			kg.used, aa.used, o.rounds, minPairs)
+	}
 	passFail := func(ok bool) string {
 		if ok {
 			return "PASS"
@@ -221,26 +237,36 @@ func buildReport(o options, env environment, scs []*scenario, runs []*runResult)
 	p("- CPU: %+.1f µs/request vs plain (%.1f vs %.1f); A/A %+.1f (%s): %s; basic_auth %+.1f\n",
 		dcpu, median(kg.cpu), median(sums[scPlain].cpu), aaDcpu, rangeOf(aa.dcpu, "%+.1f"),
 		noise(dcpu, aaDcpu, aa.dcpu, dcpu), median(ba.dcpu))
+	if margin := 1 - targetRatio; math.Abs(aaRatio-1) > margin || spread(aa.ratio)/2 > margin {
+		p("- the A/A control itself is off by more than the target's %.0f%% margin (median %.3f, %s): this run cannot resolve the throughput target\n",
+			100*margin, aaRatio, rangeOf(aa.ratio, "%.3f"))
+	}
 	if math.Abs(ratio-1) < 0.05 {
 		p("- the throughput difference is under 5 %%: load on this machine cannot resolve it; decide with `go test -bench` on the handler (`make bench` runs those first)\n")
 	}
 	if kg.dropped > 0 || aa.dropped > 0 {
 		p("- noisy pairs were dropped: keygate %d, A/A %d\n", kg.dropped, aa.dropped)
 	}
+	if aaP99Spread := spread(aa.dp99); aaP99Spread > targetP99Diff {
+		p("- A/A's p99 difference ranged over %.0f µs, more than the %.0f µs target: load on this machine cannot resolve the p99 target either way\n", aaP99Spread, targetP99Diff)
+	}
+	if slow > 0 {
+		p("- %d run(s) had the upstream's CPU per request ≥ %.0f%% above its median (marked \"slow VM\" below): the host was slow then; they are not dropped, but pairs with them are suspect\n", slow, 100*(slowVM-1))
+	}
 	if kg.fellBack || aa.fellBack {
 		p("- **every keygate or A/A pair was noisy**, so the figures above include noisy runs: rerun on a quiet machine\n")
 	}
 
 	p("\n## Runs\n\n")
-	p("| round | # | scenario | load avg before | req/s | p50 µs | p99 µs | CPU µs/req | upstream µs/req | wrk CPU µs/req | others %% | steal %% | non-2xx | notes |\n")
-	p("| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	p("| round | # | scenario | attempts | load avg before | req/s | p50 µs | p99 µs | CPU µs/req | upstream µs/req | wrk CPU µs/req | others %% | steal %% | non-2xx | notes |\n")
+	p("| ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, r := range runs {
 		notes := strings.Join(r.notes, "; ")
 		if r.noisy {
 			notes = "NOISY: " + notes
 		}
-		p("| %d | %d | %s | %s | %.0f | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %d | %s |\n",
-			r.round+1, r.pos+1, r.scenario, r.load, r.wrk.RPS, us(r.wrk.P50), us(r.wrk.P99),
+		p("| %d | %d | %s | %d | %s | %.0f | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %d | %s |\n",
+			r.round+1, r.pos+1, r.scenario, r.attempts, r.load, r.wrk.RPS, us(r.wrk.P50), us(r.wrk.P99),
 			perReq(r.caddyCPU, r.wrk), perReq(r.upstreamCPU, r.wrk), perReq(r.wrkCPU, r.wrk),
 			100*r.othersShare, 100*r.stealShare, r.wrk.Non2xx, notes)
 	}
@@ -252,4 +278,28 @@ func rangeOf(xs []float64, format string) string {
 		return "–"
 	}
 	return fmt.Sprintf(format+" to "+format, slices.Min(xs), slices.Max(xs))
+}
+
+func spread(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	return slices.Max(xs) - slices.Min(xs)
+}
+
+// markSlowVM notes the runs whose upstream CPU per request is well above
+// its median over all runs, and returns how many there are.
+func markSlowVM(runs []*runResult) int {
+	var ups []float64
+	for _, r := range runs {
+		ups = append(ups, perReq(r.upstreamCPU, r.wrk))
+	}
+	m, n := median(ups), 0
+	for _, r := range runs {
+		if u := perReq(r.upstreamCPU, r.wrk); u > slowVM*m {
+			r.notes = append(r.notes, fmt.Sprintf("slow VM: upstream %.0f%% above its median", 100*(u/m-1)))
+			n++
+		}
+	}
+	return n
 }

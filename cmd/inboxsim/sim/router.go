@@ -84,21 +84,8 @@ type request struct {
 	hasServer bool
 }
 
-// parseRequest reads r the way a lenient real-world upstream (ASP.NET
-// style) does:
-//
-//   - the method is matched case-insensitively;
-//   - the path is percent-decoded once as a whole (url.PathUnescape, or a
-//     lenient decoder that keeps invalid escapes), and only then split on
-//     '/', so an encoded slash inside a segment is a separator;
-//   - dot segments ("." and "..") are then resolved, as servers normalise
-//     paths; empty segments (doubled slashes) are kept and match nothing;
-//   - one trailing slash is ignored;
-//   - literal segments are matched case-insensitively and ids are
-//     lower-cased (every id the simulator mints is lower case);
-//   - the query is split on '&' by hand (so raw, unencoded values are
-//     tolerated), names and values are decoded leniently, names compared
-//     case-insensitively, and the first occurrence of a name wins.
+// parseRequest is the one reading of a request (see the package
+// documentation for its rules).
 func parseRequest(r *http.Request) request {
 	req := request{status: http.StatusNotFound}
 	raw := r.URL.EscapedPath()
