@@ -11,24 +11,35 @@ BUILDFLAGS := -trimpath -ldflags "-w -s" -tags nobadger,nomysql,nopgx
 build:
 	$(GO) build $(BUILDFLAGS) -o $(BIN) ./cmd/keygate
 
-# The sidecar on the embedded store in front of a stand-in upstream. State
-# lives in .demo/, so `make clean` starts over.
+# The sidecar on the embedded store in front of the inbox API simulator,
+# seeded with two inboxes for a demo account. State lives in .demo/, so
+# `make clean` starts over.
 run: build
+	@$(GO) build -o bin/inboxsim ./cmd/inboxsim
 	@mkdir -p $(DEMO)
 	@export XDG_DATA_HOME=$(DEMO)/data XDG_CONFIG_HOME=$(DEMO)/config; \
-	  ./$(BIN) migrate --config Caddyfile.example >/dev/null && \
-	  acct=$$(./$(BIN) account list --config Caddyfile.example | awk '$$2=="demo"{print $$1}'); \
-	  if [ -z "$$acct" ]; then acct=$$(./$(BIN) account create demo --config Caddyfile.example); fi; \
+	  cfg="--config Caddyfile.example --adapter caddyfile"; \
+	  ./$(BIN) migrate $$cfg >/dev/null && \
+	  acct=$$(./$(BIN) account list $$cfg | awk '$$2=="demo"{print $$1}'); \
+	  if [ -z "$$acct" ]; then acct=$$(./$(BIN) account create demo $$cfg); fi; \
+	  ./bin/inboxsim -listen 127.0.0.1:8081 -demo -demo-account "$$acct" -gzip >$(DEMO)/inboxsim.log 2>&1 & sim=$$!; \
+	  trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
+	  for i in $$(seq 50); do curl -fs -o /dev/null -H "X-Keygate-Account: $$acct" http://127.0.0.1:8081/api/servers && break; sleep 0.1; done; \
+	  inboxes=$$(curl -fs -H "X-Keygate-Account: $$acct" http://127.0.0.1:8081/api/servers | grep -o '"id":"[a-z0-9]*","name":"[^"]*"' | sed 's/"id":"\([^"]*\)","name":"\([^"]*\)"/      \1  \2/'); \
 	  echo; \
-	  echo "keygate is starting on http://localhost:8080 (demo account $$acct)."; \
-	  echo "In another terminal, create a key and call the API with it:"; \
+	  echo "keygate is starting on http://localhost:8080, in front of the inbox API simulator."; \
+	  echo "Demo account: $$acct. Its inboxes (servers):"; \
+	  echo "$$inboxes"; \
 	  echo; \
+	  echo "In another terminal:"; \
 	  echo "  export XDG_DATA_HOME=$(DEMO)/data"; \
 	  echo "  KEY=\$$(./$(BIN) key create $$acct my-first-key --config Caddyfile.example)"; \
 	  echo "  curl -u \"\$$KEY:\" http://localhost:8080/api/servers"; \
-	  echo "  curl -i http://localhost:8080/api/servers    # no key: 401"; \
+	  echo "  RKEY=\$$(./$(BIN) key create $$acct staging-only --server <server id> --config Caddyfile.example)"; \
+	  echo "  curl -u \"\$$RKEY:\" 'http://localhost:8080/api/messages?server=<server id>'   # its own inbox: 200"; \
+	  echo "  curl -u \"\$$RKEY:\" http://localhost:8080/api/servers                          # the inbox list: 403"; \
 	  echo; \
-	  exec ./$(BIN) run --config Caddyfile.example --adapter caddyfile
+	  ./$(BIN) run $$cfg
 
 # Everything CI runs: formatting, vet, the race-enabled tests (real
 # Postgres, real SQLite, real Caddy processes), and the allocation checks
