@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -319,4 +320,58 @@ func BenchmarkServeHTTPHit(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchmarkMessageFetch is GET /api/messages/{id} answered by a canned
+// upstream message of 2 KiB: the cost of checking (a restricted key's
+// message whose server keygate does not know), of passing a known one, and
+// of learning from it (any key). The attachment is recorded once; the
+// store's write is not what is measured.
+func benchmarkMessageFetch(b *testing.B, typ store.KeyType, unknown bool) {
+	app := testApp(b)
+	h := testHandler(b, app, &Handler{})
+	server := ""
+	if typ == store.Restricted {
+		server = "abcd1234"
+	}
+	_, plain := newKey(b, app, typ, server)
+	authValue := []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(plain+":"))}
+	const id = "6b3f0c2e-4b1a-4c55-9f6e-0d1c2b3a4f5e"
+	body := []byte(`{"id":"` + id + `","type":"Email","server":"abcd1234","subject":"Your invoice","html":{"body":"` +
+		strings.Repeat("x", 2048) + `"},"attachments":[{"id":"a1b2c3d4","fileName":"invoice.pdf","contentType":"application/pdf","length":1234}]}`)
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, err := w.Write(body)
+		return err
+	})
+	// Unknown: a path id keygate never learns (it learns the body's id).
+	reqs := make([]*http.Request, 1024)
+	for i := range reqs {
+		path := "/api/messages/" + id
+		if unknown {
+			path = fmt.Sprintf("/api/messages/%08d-0000-4000-8000-000000000000", i)
+		}
+		reqs[i] = caddyhttp.PrepareRequest(httptest.NewRequest(http.MethodGet, path, nil), caddy.NewReplacer(), nil, nil)
+	}
+	w := httptest.NewRecorder()
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		req := reqs[i%len(reqs)]
+		i++
+		req.Header["Authorization"] = authValue
+		w.Body.Reset()
+		if err := h.ServeHTTP(w, req, next); err != nil || w.Code != 200 {
+			b.Fatalf("%v %d", err, w.Code)
+		}
+	}
+}
+
+func BenchmarkMessageFetchStandard(b *testing.B) { benchmarkMessageFetch(b, store.Standard, false) }
+func BenchmarkMessageFetchRestrictedKnown(b *testing.B) {
+	benchmarkMessageFetch(b, store.Restricted, false)
+}
+func BenchmarkMessageFetchRestrictedChecked(b *testing.B) {
+	benchmarkMessageFetch(b, store.Restricted, true)
 }

@@ -75,50 +75,52 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 		}
 		return err
 	}
-	var body []byte
-	if c.status == http.StatusOK {
-		body, err = c.body()
+	if c.status == http.StatusNotFound && hold {
+		// Byte for byte the 404 of a message of another server.
+		decisionCounters[outNotFound].Inc()
+		return h.refuse(w, outNotFound, nil)
 	}
-	if hold {
-		if c.status == http.StatusNotFound {
-			// Byte for byte the 404 of a message of another server.
-			decisionCounters[outNotFound].Inc()
-			return h.refuse(w, outNotFound, nil)
-		}
-		if c.status == http.StatusOK {
-			if err == nil {
-				server, err = scope.MessageServer(body)
-			}
-			if err != nil {
-				decisionCounters[outBadGateway].Inc()
-				h.logger.Warn("message response could not be checked", zap.String("key_id", id.KeyID), zap.Error(err))
-				return h.refuse(w, outBadGateway, nil)
-			}
-			if server != id.ServerID {
-				decisionCounters[outNotFound].Inc()
-				return h.refuse(w, outNotFound, nil)
-			}
-		}
+	if c.status != http.StatusOK { // nothing to check or learn: an error, a 202 …
 		decisionCounters[outAllowed].Inc()
-		if rerr := c.release(w); rerr != nil {
-			return rerr
+		if hold {
+			return c.release(w)
 		}
-	} else {
-		decisionCounters[outAllowed].Inc()
+		return nil
 	}
-	if c.status == http.StatusOK && err == nil {
-		if server == "" && m.Route.Teaches == scope.TeachesPreviews {
-			// Previews are recorded under their message's server, which a
-			// standard key's request does not name.
-			server, _, _ = rt.objects.ServerOf(r.Context(), id.AccountID, scope.Message, m.Object, h.messageLookup(r, next))
-		}
-		if lerr := rt.objects.Learn(r.Context(), id.AccountID, m.Route, server, body); lerr != nil {
+
+	if server == "" && m.Route.Teaches == scope.TeachesPreviews {
+		// Previews are recorded under their message's server, which a
+		// standard key's request does not name.
+		server, _, _ = rt.objects.ServerOf(r.Context(), id.AccountID, scope.Message, m.Object, h.messageLookup(r, next))
+	}
+	body, err := c.body()
+	named := ""
+	if err == nil {
+		named, err = rt.objects.Learn(r.Context(), id.AccountID, m.Route, server, body)
+	}
+	if !hold {
+		decisionCounters[outAllowed].Inc()
+		if err != nil {
 			if ce := h.logger.Check(zapcore.WarnLevel, "could not learn from a response"); ce != nil {
-				ce.Write(zap.String("route", m.Route.ID), zap.Error(lerr))
+				ce.Write(zap.String("route", m.Route.ID), zap.Error(err))
 			}
 		}
+		return nil
 	}
-	return nil
+	if named == "" { // the body could not be read: fail closed
+		decisionCounters[outBadGateway].Inc()
+		h.logger.Warn("message response could not be checked", zap.String("key_id", id.KeyID), zap.Error(err))
+		return h.refuse(w, outBadGateway, nil)
+	}
+	if named != id.ServerID {
+		decisionCounters[outNotFound].Inc()
+		return h.refuse(w, outNotFound, nil)
+	}
+	if err != nil { // the message is the key's; only recording its attachments failed
+		h.logger.Warn("could not record a message's attachments", zap.Error(err))
+	}
+	decisionCounters[outAllowed].Inc()
+	return c.release(w)
 }
 
 // messageLookup asks the upstream, through the rest of this route's

@@ -93,16 +93,15 @@ func (o *Objects) KnownMessage(account, id string) (string, bool) {
 	return o.messages.Get(objectKey{account, Message, id})
 }
 
-// message is what keygate reads of the inbox API's JSON: a message, a
-// message summary, or a list of either or of previews.
+// message is what keygate reads of the inbox API's JSON: a message, or a
+// list of previews.
 type message struct {
 	ID     string `json:"id"`
 	Server string `json:"server"`
 	// An array of attachments in a message, a count in a summary.
 	Attachments json.RawMessage `json:"attachments"`
 	Items       []struct {
-		ID     string `json:"id"`
-		Server string `json:"server"`
+		ID string `json:"id"`
 	} `json:"items"`
 }
 
@@ -118,19 +117,20 @@ func MessageServer(body []byte) (string, error) {
 	return m.Server, nil
 }
 
-// Learn records what a successful response of the route reveals. server
-// is the server the request was known to address (the request's own, or
-// its message's), needed where the response does not say it (previews).
-func (o *Objects) Learn(ctx context.Context, account string, r *Route, server string, body []byte) error {
+// Learn records what a successful response of the route reveals, and
+// returns the server a message response names (so that a response to be
+// checked is read once). server is the server the request was known to
+// address, needed where the response does not say it (previews).
+func (o *Objects) Learn(ctx context.Context, account string, r *Route, server string, body []byte) (string, error) {
 	var m message
 	if err := json.Unmarshal(body, &m); err != nil {
-		return fmt.Errorf("reading %s response: %w", r.ID, err)
+		return "", fmt.Errorf("reading %s response: %w", r.ID, err)
 	}
 	var objs []store.Object
 	switch r.Teaches {
 	case TeachesMessage:
 		if m.ID == "" || m.Server == "" {
-			return nil
+			return "", fmt.Errorf("reading %s response: no message id or server", r.ID)
 		}
 		o.messages.Add(objectKey{account, Message, m.ID}, m.Server)
 		if len(m.Attachments) > 0 && m.Attachments[0] == '[' {
@@ -138,36 +138,29 @@ func (o *Objects) Learn(ctx context.Context, account string, r *Route, server st
 				ID string `json:"id"`
 			}
 			if err := json.Unmarshal(m.Attachments, &atts); err != nil {
-				return fmt.Errorf("reading %s attachments: %w", r.ID, err)
+				return "", fmt.Errorf("reading %s attachments: %w", r.ID, err)
 			}
 			for _, a := range atts {
 				objs = o.stale(objs, account, Attachment, a.ID, m.Server)
 			}
 		}
-	case TeachesMessageList:
-		for _, it := range m.Items {
-			if it.ID != "" && it.Server != "" {
-				o.messages.Add(objectKey{account, Message, it.ID}, it.Server)
-			}
-		}
 	case TeachesPreviews:
 		if server == "" {
-			return nil
+			return "", nil
 		}
 		for _, it := range m.Items {
 			objs = o.stale(objs, account, Preview, it.ID, server)
 		}
 	}
-	if len(objs) == 0 {
-		return nil
-	}
-	if err := o.store.RecordObjects(ctx, account, objs); err != nil {
-		for _, obj := range objs { // try again next time
-			o.recorded.Remove(objectKey{account, kindOf(obj.Kind), obj.ID})
+	if len(objs) > 0 {
+		if err := o.store.RecordObjects(ctx, account, objs); err != nil {
+			for _, obj := range objs { // try again next time
+				o.recorded.Remove(objectKey{account, kindOf(obj.Kind), obj.ID})
+			}
+			return m.Server, err
 		}
-		return err
 	}
-	return nil
+	return m.Server, nil
 }
 
 // stale appends the object unless it was written lately.

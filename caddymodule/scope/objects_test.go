@@ -50,7 +50,7 @@ func TestLearnMessage(t *testing.T) {
 	o := newObjects(t)
 	ctx := context.Background()
 	body := []byte(`{"id":"m1","server":"s1","subject":"x","attachments":[{"id":"a1","fileName":"a.pdf"},{"id":"a2"}]}`)
-	if err := o.Learn(ctx, "acct", route(t, "GET", "/api/messages/m1"), "", body); err != nil {
+	if _, err := o.Learn(ctx, "acct", route(t, "GET", "/api/messages/m1"), "", body); err != nil {
 		t.Fatal(err)
 	}
 	if s, found, err := o.ServerOf(ctx, "acct", scope.Message, "m1", noLookup(t)); err != nil || !found || s != "s1" {
@@ -70,24 +70,17 @@ func TestLearnMessage(t *testing.T) {
 	}
 }
 
-func TestLearnListAndPreviews(t *testing.T) {
+func TestLearnPreviews(t *testing.T) {
 	o := newObjects(t)
 	ctx := context.Background()
-	list := []byte(`{"items":[{"id":"m1","server":"s1","attachments":2},{"id":"m2","server":"s2","attachments":0}]}`)
-	if err := o.Learn(ctx, "acct", route(t, "GET", "/api/messages"), "s1", list); err != nil {
-		t.Fatal(err)
-	}
-	if s, ok := o.KnownMessage("acct", "m2"); !ok || s != "s2" {
-		t.Fatalf("m2 = %q %v", s, ok)
-	}
 	previews := []byte(`{"items":[{"id":"p1","emailClient":"x"},{"id":"p2"}]}`)
-	if err := o.Learn(ctx, "acct", route(t, "POST", "/api/messages/m1/screenshots"), "s1", previews); err != nil {
+	if _, err := o.Learn(ctx, "acct", route(t, "POST", "/api/messages/m1/screenshots"), "s1", previews); err != nil {
 		t.Fatal(err)
 	}
 	if s, found, err := o.ServerOf(ctx, "acct", scope.Preview, "p2", nil); err != nil || !found || s != "s1" {
 		t.Fatalf("preview = %q %v %v", s, found, err)
 	}
-	if err := o.Learn(ctx, "acct", route(t, "GET", "/api/messages/m1"), "", []byte("not json")); err == nil {
+	if _, err := o.Learn(ctx, "acct", route(t, "GET", "/api/messages/m1"), "", []byte("not json")); err == nil {
 		t.Fatal("learning from a broken body succeeded")
 	}
 }

@@ -60,7 +60,9 @@ var kindNames = [...]string{"", "message", "attachment", "preview"}
 func (k Kind) String() string { return kindNames[k] }
 
 // Teaches says what a route's successful response reveals about objects,
-// so that later requests for them can be decided.
+// so that later requests for them can be decided. Message lists are not
+// read: they would cost every list call a parse, and a message not learned
+// is checked on its own fetch or looked up once.
 type Teaches uint8
 
 const (
@@ -68,8 +70,6 @@ const (
 	// TeachesMessage: the body is one message with its server and
 	// attachments.
 	TeachesMessage
-	// TeachesMessageList: the body is {"items":[message summaries]}.
-	TeachesMessageList
 	// TeachesPreviews: the body is {"items":[previews]} minted from the
 	// request's message.
 	TeachesPreviews
@@ -106,9 +106,9 @@ var InboxAPI = []Route{
 	{ID: "S4", Method: "GET", Path: "/api/servers/{server}/password", Class: SRV, Restricted: OwnServer},
 	{ID: "S5", Method: "PUT", Path: "/api/servers/{server}", Class: MGMT, Restricted: Deny},
 	{ID: "S6", Method: "DELETE", Path: "/api/servers/{server}", Class: MGMT, Restricted: Deny},
-	{ID: "M1", Method: "GET", Path: "/api/messages", ServerInQuery: true, Class: SRV, Restricted: OwnServer, Teaches: TeachesMessageList},
+	{ID: "M1", Method: "GET", Path: "/api/messages", ServerInQuery: true, Class: SRV, Restricted: OwnServer},
 	{ID: "M2", Method: "DELETE", Path: "/api/messages", ServerInQuery: true, Class: SRV, Restricted: OwnServer},
-	{ID: "M3", Method: "POST", Path: "/api/messages/search", ServerInQuery: true, Class: SRV, Restricted: OwnServer, Teaches: TeachesMessageList},
+	{ID: "M3", Method: "POST", Path: "/api/messages/search", ServerInQuery: true, Class: SRV, Restricted: OwnServer},
 	{ID: "M4", Method: "POST", Path: "/api/messages", ServerInQuery: true, Class: SRV, Restricted: OwnServer, Teaches: TeachesMessage},
 	{ID: "M5", Method: "GET", Path: "/api/messages/{message}", Class: OBJ, Restricted: OwnObjectResponse, Teaches: TeachesMessage},
 	{ID: "M6", Method: "DELETE", Path: "/api/messages/{message}", Class: OBJ, Restricted: OwnObject},
