@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -29,6 +30,7 @@ var ErrSealBroken = errors.New("sealed API key does not open with this secret")
 // A Keyring holds the two keys derived from the configured secret: one for
 // digests and one for sealing. It is safe for concurrent use.
 type Keyring struct {
+	secret  []byte // kept only to derive further keys (DeriveKey)
 	aead    cipher.AEAD
 	hmacKey []byte
 	macs    sync.Pool // of *mac; hmac.New allocates, the request path must not
@@ -62,9 +64,21 @@ func NewKeyring(secret []byte) (*Keyring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating GCM: %w", err)
 	}
-	kr := &Keyring{aead: aead, hmacKey: hmacKey}
+	kr := &Keyring{secret: bytes.Clone(secret), aead: aead, hmacKey: hmacKey}
 	kr.macs.New = func() any { return &mac{h: hmac.New(sha256.New, kr.hmacKey)} }
 	return kr, nil
+}
+
+// DeriveKey returns a 32-byte key for another purpose (for example the
+// dashboard's CSRF tokens), derived from the secret with HKDF, so that every
+// instance of a fleet derives the same one and none of them is the digest
+// or sealing key.
+func (kr *Keyring) DeriveKey(purpose string) []byte {
+	k, err := hkdf.Key(sha256.New, kr.secret, nil, "keygate "+purpose+" v1", 32)
+	if err != nil { // only for lengths HKDF cannot produce
+		panic(err)
+	}
+	return k
 }
 
 // Digest returns the lookup digest of a key given as bytes. It does not

@@ -267,3 +267,14 @@ func BenchmarkDigest(b *testing.B) {
 }
 
 func crc32IEEE(b []byte) uint32 { return crc32.ChecksumIEEE(b) }
+
+func TestDeriveKey(t *testing.T) {
+	kr := newTestKeyring(t, "a-test-secret-that-is-long-enough-000")
+	a, b := kr.DeriveKey("csrf"), kr.DeriveKey("other")
+	if len(a) != 32 || bytes.Equal(a, b) || !bytes.Equal(a, kr.DeriveKey("csrf")) || bytes.Equal(a, kr.hmacKey) {
+		t.Fatal("DeriveKey is not a deterministic, purpose-bound 32-byte key")
+	}
+	if bytes.Equal(a, newTestKeyring(t, "another-test-secret-long-enough-00000").DeriveKey("csrf")) {
+		t.Fatal("DeriveKey does not depend on the secret")
+	}
+}
