@@ -96,6 +96,7 @@ type App struct {
 // still draining requests with.
 type runtime struct {
 	store    store.Store
+	usage    *auth.Usage
 	verifier *auth.Verifier
 	manager  *auth.Manager
 	objects  *scope.Objects
@@ -205,10 +206,45 @@ func (a *App) Start() error {
 			go a.retryMigrate(ctx, rt.store)
 		}
 	}
-	a.bg.Add(1)
+	a.bg.Add(2)
 	go a.purgeObjects(ctx, rt.store)
+	go a.writeLastUsed(ctx, rt)
 	a.rt.Store(rt)
 	return nil
+}
+
+// LastUsedInterval is how often the times keys were last used are written
+// to the store: "last used" is accurate to within this much.
+const LastUsedInterval = 30 * time.Second
+
+// writeLastUsed writes the gathered last-used times in batches, and once
+// more when the app stops.
+func (a *App) writeLastUsed(ctx context.Context, rt *runtime) {
+	defer a.bg.Done()
+	t := time.NewTicker(LastUsedInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.flushLastUsed(context.Background(), rt)
+			return
+		case <-t.C:
+			a.flushLastUsed(ctx, rt)
+		}
+	}
+}
+
+func (a *App) flushLastUsed(ctx context.Context, rt *runtime) {
+	used := rt.usage.Drain()
+	if len(used) == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := rt.store.TouchKeys(wctx, used); err != nil {
+		rt.usage.Restore(used) // next time
+		a.logger.Warn("recording when keys were last used failed; will retry", zap.Error(err), zap.Int("keys", len(used)))
+	}
 }
 
 // purgeObjects forgets, hourly, the objects not seen within the retention.
@@ -259,7 +295,8 @@ func (a *App) open() (*runtime, error) {
 	}
 	a.rtKey = fmt.Sprintf("%s|%x|%+v|%v", a.storeMod.ID(), sha256.Sum256(secret), cfg, a.ObjectRetention)
 	v, _, err := runtimes.LoadOrNew(a.rtKey, func() (caddy.Destructor, error) {
-		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: st.LookupKey, Cache: cfg, ObserveLookup: observeLookup})
+		usage := auth.NewUsage()
+		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: st.LookupKey, Cache: cfg, ObserveLookup: observeLookup, Usage: usage})
 		if err != nil {
 			return nil, err
 		}
@@ -271,6 +308,7 @@ func (a *App) open() (*runtime, error) {
 		}
 		return &runtime{
 			store:    st,
+			usage:    usage,
 			verifier: verifier,
 			manager:  &auth.Manager{Store: st, Keyring: kr, Verifier: verifier},
 			objects:  objects,

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -374,4 +375,27 @@ func BenchmarkMessageFetchRestrictedKnown(b *testing.B) {
 }
 func BenchmarkMessageFetchRestrictedChecked(b *testing.B) {
 	benchmarkMessageFetch(b, store.Restricted, true)
+}
+
+// TestLastUsedIsWrittenInBatches: requests mark keys in memory; the app
+// writes them when it flushes, not per request.
+func TestLastUsedIsWrittenInBatches(t *testing.T) {
+	app := testApp(t)
+	h := testHandler(t, app, &Handler{})
+	k, plain := newKey(t, app, store.Standard, "")
+	for range 5 {
+		if w, _ := serve(t, h, http.Header{"Authorization": {"Bearer " + plain}}); w.Code != 200 {
+			t.Fatal(w.Code)
+		}
+	}
+	ctx := context.Background()
+	got, err := app.Store().GetKey(ctx, k.AccountID, k.ID)
+	if err != nil || got.LastUsed != nil {
+		t.Fatalf("last used before the flush = %v, %v; want nothing written yet", got.LastUsed, err)
+	}
+	app.flushLastUsed(ctx, app.rt.Load())
+	got, err = app.Store().GetKey(ctx, k.AccountID, k.ID)
+	if err != nil || got.LastUsed == nil || time.Since(*got.LastUsed) > 5*time.Second {
+		t.Fatalf("last used after the flush = %v, %v", got.LastUsed, err)
+	}
 }

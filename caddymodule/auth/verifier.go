@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygate/keygate/caddymodule/cache"
@@ -58,8 +59,9 @@ const (
 // allocates nothing to use them.
 type Identity struct {
 	store.Identity
-	values [numFields][]string
-	boxed  [numFields]any
+	values     [numFields][]string
+	boxed      [numFields]any
+	lastMarked atomic.Int64 // the second Usage last recorded this key in
 }
 
 func newIdentity(si store.Identity) *Identity {
@@ -92,6 +94,8 @@ type VerifierConfig struct {
 	// ObserveLookup, when set, is told the duration and error of every
 	// store lookup (for metrics).
 	ObserveLookup func(d time.Duration, err error)
+	// Usage, when set, gathers when each allowed key was last used.
+	Usage *Usage
 }
 
 // A Verifier answers whether a request's Authorization header carries a
@@ -99,6 +103,7 @@ type VerifierConfig struct {
 type Verifier struct {
 	keyring *keys.Keyring
 	cache   *cache.Cache[keys.Digest, *Identity]
+	usage   *Usage
 	bufs    sync.Pool // of *[maxBasicLen]byte
 }
 
@@ -130,7 +135,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating key cache: %w", err)
 	}
-	v := &Verifier{keyring: cfg.Keyring, cache: c}
+	v := &Verifier{keyring: cfg.Keyring, cache: c, usage: cfg.Usage}
 	v.bufs.New = func() any { return new([maxBasicLen]byte) }
 	return v, nil
 }
@@ -153,6 +158,9 @@ func (v *Verifier) Verify(ctx context.Context, authorization []string) Decision 
 		return Decision{Result: Unavailable, Cache: o, Cached: true, Err: err}
 	case !found:
 		return Decision{Result: Unauthorized, Cache: o, Cached: true}
+	}
+	if v.usage != nil {
+		v.usage.mark(id, time.Now().UnixNano())
 	}
 	return Decision{Result: Allowed, Identity: id, Cache: o, Cached: true}
 }

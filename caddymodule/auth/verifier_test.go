@@ -184,6 +184,7 @@ func TestVerifyHitAllocs(t *testing.T) {
 		return
 	}
 	v, kt, kr := newVerifier(t)
+	v.usage = NewUsage() // marking last use is part of the hit path
 	k := kt.add(kr, store.Identity{KeyID: "key_1", AccountID: "acct_1", Type: store.Standard, Display: "kg_abcde"})
 	ctx := context.Background()
 	for _, h := range [][]string{{"Basic " + b64(string(k)+":")}, {"Bearer " + string(k)}} {
@@ -198,6 +199,7 @@ func TestVerifyHitAllocs(t *testing.T) {
 // official clients send: Basic with the key as user name.
 func BenchmarkVerifyHit(b *testing.B) {
 	v, kt, kr := newVerifier(b)
+	v.usage = NewUsage()
 	k := kt.add(kr, store.Identity{KeyID: "key_1", AccountID: "acct_1", Type: store.Restricted, ServerID: "abcd1234", Display: "kg_abcde"})
 	h := []string{"Basic " + b64(string(k)+":")}
 	ctx := context.Background()
