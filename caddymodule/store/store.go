@@ -76,6 +76,9 @@ type Key struct {
 	CreatedAt time.Time
 	CreatedBy string     // user id of the creator, or "operator:<name>"
 	LastUsed  *time.Time // nil until used; recorded in batches
+	// Seq is the key event that CreateKey or DeleteKey committed, in stores
+	// that announce key changes to a fleet (FleetStore); 0 elsewhere.
+	Seq int64
 }
 
 // Identity is what the request path needs to know about a key: the subset of
@@ -191,4 +194,55 @@ type Object struct {
 	Kind     string // ObjectAttachment or ObjectPreview
 	ID       string
 	ServerID string
+}
+
+// Key event operations.
+const (
+	OpCreate = "create"
+	OpDelete = "delete"
+)
+
+// KeyEvent is a committed create or delete of a key, as every instance of
+// a fleet must apply it to its cache. Seq numbers have no gaps: an
+// instance that sees seq N+2 after N knows it missed one.
+type KeyEvent struct {
+	Seq    int64
+	Op     string // OpCreate or OpDelete
+	Digest keys.Digest
+	At     time.Time // commit time, for measuring how long it took to apply
+}
+
+// Instance is one running keygate, as it reports itself to the fleet.
+type Instance struct {
+	ID         string
+	Address    string // host and process, for people
+	ListenerUp bool   // receiving key events
+	AppliedSeq int64  // the last key event applied to its cache
+	AppliedAt  time.Time
+	StartedAt  time.Time
+	Heartbeat  time.Time
+}
+
+// FleetStore is a store shared by several instances (Postgres): it numbers
+// key events, keeps them for catching up, announces them as they commit,
+// and records the instances' receipts.
+type FleetStore interface {
+	Store
+	// KeyEventsSince returns up to limit events with seq > after, in order.
+	KeyEventsSince(ctx context.Context, after int64, limit int) ([]KeyEvent, error)
+	// LastKeyEvent returns the highest committed seq (0 before any).
+	LastKeyEvent(ctx context.Context) (int64, error)
+	// PruneKeyEvents forgets events committed before the time.
+	PruneKeyEvents(ctx context.Context, before time.Time) (int64, error)
+	// ListenKeyEvents connects to dsn (a session connection: transaction
+	// poolers break LISTEN), listens, calls connected once listening, then
+	// delivers each event as it commits, until the connection fails or ctx
+	// ends. It always returns a non-nil error.
+	ListenKeyEvents(ctx context.Context, dsn string, connected func(), event func(KeyEvent)) error
+	// Heartbeat records the instance's state (insert or update).
+	Heartbeat(ctx context.Context, in Instance) error
+	// RemoveInstance removes an instance that is shutting down.
+	RemoveInstance(ctx context.Context, id string) error
+	// ListInstances returns the instances that sent a heartbeat since the time.
+	ListInstances(ctx context.Context, since time.Time) ([]Instance, error)
 }

@@ -57,7 +57,11 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key, ev store.AuditEvent)
 		if err != nil {
 			return err
 		}
-		_, err = insertEvent(ctx, tx, ev)
+		if _, err = insertEvent(ctx, tx, ev); err != nil {
+			return err
+		}
+		// Other instances may have cached this digest as unknown.
+		k.Seq, err = announce(ctx, tx, store.OpCreate, k.Digest, k.CreatedAt)
 		return err
 	})
 	if err != nil {
@@ -123,11 +127,15 @@ func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store
 		if k, err = scanKey(tx.QueryRow(ctx, deleteSQL, accountID, keyID), false); err != nil {
 			return err
 		}
-		ev, err = keyEvent(ev, store.ActionDelete, k, now())
+		at := now()
+		ev, err = keyEvent(ev, store.ActionDelete, k, at)
 		if err != nil {
 			return err
 		}
-		_, err = insertEvent(ctx, tx, ev)
+		if _, err = insertEvent(ctx, tx, ev); err != nil {
+			return err
+		}
+		k.Seq, err = announce(ctx, tx, store.OpDelete, k.Digest, at)
 		return err
 	})
 	if err != nil {

@@ -117,8 +117,8 @@ func TestMigrateFromEmpty(t *testing.T) {
 	if err := s.pool.QueryRow(ctx, tablesSQL).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	if n != 6 { // five tables and the migrations table
-		t.Errorf("schema has %d tables, want 6", n)
+	if n != 9 { // eight tables and the migrations table
+		t.Errorf("schema has %d tables, want 9", n)
 	}
 }
 

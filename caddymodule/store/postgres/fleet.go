@@ -1,0 +1,188 @@
+package postgres
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keygate/keygate/caddymodule/keys"
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+var _ store.FleetStore = (*Store)(nil)
+
+// eventChannel is the NOTIFY channel of key events. A payload reads
+// "<seq> <op> <digest hex> <commit time, unix microseconds>".
+const eventChannel = "keygate_key_events"
+
+// announce numbers a key event, keeps it and announces it, inside the
+// transaction that makes the change: the notification is delivered only
+// if, and when, the change commits.
+func announce(ctx context.Context, tx pgx.Tx, op string, digest keys.Digest, at time.Time) (int64, error) {
+	var seq int64
+	if err := tx.QueryRow(ctx, `update key_event_seq set value = value + 1 returning value`).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("numbering key event: %w", err)
+	}
+	const insertSQL = `insert into key_events (seq, op, digest, at) values ($1, $2, $3, $4)`
+	if _, err := tx.Exec(ctx, insertSQL, seq, op, digest[:], at); err != nil {
+		return 0, fmt.Errorf("recording key event: %w", err)
+	}
+	payload := fmt.Sprintf("%d %s %x %d", seq, op, digest[:], at.UnixMicro())
+	if _, err := tx.Exec(ctx, `select pg_notify($1, $2)`, eventChannel, payload); err != nil {
+		return 0, fmt.Errorf("announcing key event: %w", err)
+	}
+	return seq, nil
+}
+
+func parsePayload(p string) (store.KeyEvent, error) {
+	f := strings.Fields(p)
+	if len(f) != 4 {
+		return store.KeyEvent{}, fmt.Errorf("key event payload has %d fields, want 4", len(f))
+	}
+	seq, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil || seq <= 0 {
+		return store.KeyEvent{}, errors.New("key event payload: bad sequence number")
+	}
+	if f[1] != store.OpCreate && f[1] != store.OpDelete {
+		return store.KeyEvent{}, errors.New("key event payload: bad operation")
+	}
+	var ev store.KeyEvent
+	if n, err := hex.Decode(ev.Digest[:], []byte(f[2])); err != nil || n != len(ev.Digest) {
+		return store.KeyEvent{}, errors.New("key event payload: bad digest")
+	}
+	us, err := strconv.ParseInt(f[3], 10, 64)
+	if err != nil {
+		return store.KeyEvent{}, errors.New("key event payload: bad time")
+	}
+	ev.Seq, ev.Op, ev.At = seq, f[1], time.UnixMicro(us).UTC()
+	return ev, nil
+}
+
+// KeyEventsSince returns events after a sequence number, in order.
+func (s *Store) KeyEventsSince(ctx context.Context, after int64, limit int) ([]store.KeyEvent, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	const sinceSQL = `select seq, op, digest, at from key_events where seq > $1 order by seq limit $2`
+	rows, _ := s.pool.Query(ctx, sinceSQL, after, limit)
+	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.KeyEvent, error) {
+		var ev store.KeyEvent
+		var digest []byte
+		if err := row.Scan(&ev.Seq, &ev.Op, &digest, &ev.At); err != nil {
+			return ev, err
+		}
+		copy(ev.Digest[:], digest)
+		ev.At = utc(ev.At)
+		return ev, nil
+	})
+	if err != nil {
+		return nil, wrap("reading key events", "key event", err)
+	}
+	return evs, nil
+}
+
+// LastKeyEvent returns the highest committed sequence number.
+func (s *Store) LastKeyEvent(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.pool.QueryRow(ctx, `select value from key_event_seq`).Scan(&seq); err != nil {
+		return 0, wrap("reading the last key event", "key event", err)
+	}
+	return seq, nil
+}
+
+// PruneKeyEvents deletes events committed before the time. The counter
+// keeps its value, so sequence numbers never repeat.
+func (s *Store) PruneKeyEvents(ctx context.Context, before time.Time) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `delete from key_events where at < $1`, utc(before))
+	if err != nil {
+		return 0, wrap("pruning key events", "key event", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// ListenKeyEvents listens on a connection of its own, not the pool's: a
+// LISTEN belongs to its session.
+func (s *Store) ListenKeyEvents(ctx context.Context, dsn string, connected func(), event func(store.KeyEvent)) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("connecting the key event listener: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "listen "+eventChannel); err != nil {
+		return fmt.Errorf("listening for key events: %w", err)
+	}
+	connected()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return fmt.Errorf("waiting for key events: %w", err)
+		}
+		ev, err := parsePayload(n.Payload)
+		if err != nil {
+			// Not ours to interpret: treat it as a gap, which the caller
+			// repairs from key_events.
+			return fmt.Errorf("reading a key event notification: %w", err)
+		}
+		event(ev)
+	}
+}
+
+// Heartbeat inserts or updates the instance's row.
+func (s *Store) Heartbeat(ctx context.Context, in store.Instance) error {
+	const upsertSQL = `
+		insert into instances (id, address, listener_up, applied_seq, applied_at, started_at, heartbeat_at)
+		values ($1, $2, $3, $4, $5, $6, $7)
+		on conflict (id) do update set
+			address = excluded.address, listener_up = excluded.listener_up,
+			applied_seq = excluded.applied_seq, applied_at = excluded.applied_at,
+			heartbeat_at = excluded.heartbeat_at`
+	var appliedAt *time.Time
+	if !in.AppliedAt.IsZero() {
+		t := utc(in.AppliedAt)
+		appliedAt = &t
+	}
+	if err := checkText(in.ID, in.Address); err != nil {
+		return fmt.Errorf("recording heartbeat: %w", err)
+	}
+	_, err := s.pool.Exec(ctx, upsertSQL, in.ID, in.Address, in.ListenerUp, in.AppliedSeq, appliedAt, utc(in.StartedAt), now())
+	if err != nil {
+		return wrap("recording heartbeat", "instance", err)
+	}
+	return nil
+}
+
+// RemoveInstance deletes the instance's row.
+func (s *Store) RemoveInstance(ctx context.Context, id string) error {
+	if _, err := s.pool.Exec(ctx, `delete from instances where id = $1`, id); err != nil {
+		return wrap("removing instance", "instance", err)
+	}
+	return nil
+}
+
+// ListInstances returns the instances heard from since the time.
+func (s *Store) ListInstances(ctx context.Context, since time.Time) ([]store.Instance, error) {
+	const listSQL = `
+		select id, address, listener_up, applied_seq, applied_at, started_at, heartbeat_at
+		from instances where heartbeat_at >= $1 order by started_at, id`
+	rows, _ := s.pool.Query(ctx, listSQL, utc(since))
+	ins, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Instance, error) {
+		var in store.Instance
+		var appliedAt *time.Time
+		err := row.Scan(&in.ID, &in.Address, &in.ListenerUp, &in.AppliedSeq, &appliedAt, &in.StartedAt, &in.Heartbeat)
+		if appliedAt != nil {
+			in.AppliedAt = utc(*appliedAt)
+		}
+		in.StartedAt, in.Heartbeat = utc(in.StartedAt), utc(in.Heartbeat)
+		return in, err
+	})
+	if err != nil {
+		return nil, wrap("listing instances", "instance", err)
+	}
+	return ins, nil
+}

@@ -1,0 +1,158 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/caddymodule/internal/pgtest"
+	"github.com/keygate/keygate/caddymodule/keys"
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+// testKey builds a storable key of the account.
+func testKey(t *testing.T, kr *keys.Keyring, accountID, name string) store.Key {
+	t.Helper()
+	secret, _ := keys.New()
+	id, _ := keys.NewID("key")
+	sealed, err := kr.Seal(secret, accountID, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store.Key{ID: id, AccountID: accountID, Name: name, Type: store.Standard, Display: secret.Display(),
+		Digest: kr.Digest([]byte(secret)), Sealed: sealed, CreatedBy: "user-1"}
+}
+
+func TestKeyEvents(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dsn := pgtest.DSN(t)
+	s := openMigrated(t, dsn)
+	kr, _ := keys.NewKeyring([]byte("fleet test secret 0123456789abcdef"))
+	acct, err := s.CreateAccount(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, err := s.LastKeyEvent(ctx); err != nil || seq != 0 {
+		t.Fatalf("LastKeyEvent before any = %d, %v", seq, err)
+	}
+
+	// A listener on its own connection, as an instance has.
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	connected := make(chan struct{})
+	events := make(chan store.KeyEvent, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.ListenKeyEvents(lctx, dsn, func() { close(connected) }, func(ev store.KeyEvent) { events <- ev })
+	}()
+	select {
+	case <-connected:
+	case err := <-done:
+		t.Fatalf("listener: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("listener did not connect")
+	}
+
+	k := testKey(t, kr, acct.ID, "one")
+	created, err := s.CreateKey(ctx, k, store.AuditEvent{Actor: "user-1"})
+	if err != nil || created.Seq != 1 {
+		t.Fatalf("CreateKey seq = %d, %v", created.Seq, err)
+	}
+	// A create that fails uses no number: the sequence has no gaps.
+	if _, err := s.CreateKey(ctx, testKey(t, kr, acct.ID, "one"), store.AuditEvent{Actor: "user-1"}); !errors.Is(err, store.ErrNameTaken) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	deleted, err := s.DeleteKey(ctx, acct.ID, k.ID, store.AuditEvent{Actor: "user-2", Action: store.ActionDelete})
+	if err != nil || deleted.Seq != 2 {
+		t.Fatalf("DeleteKey seq = %d, %v", deleted.Seq, err)
+	}
+
+	want := []store.KeyEvent{{Seq: 1, Op: store.OpCreate, Digest: k.Digest}, {Seq: 2, Op: store.OpDelete, Digest: k.Digest}}
+	for _, w := range want {
+		select {
+		case ev := <-events:
+			if ev.Seq != w.Seq || ev.Op != w.Op || ev.Digest != w.Digest || time.Since(ev.At) > time.Minute {
+				t.Fatalf("notified %+v, want %+v", ev, w)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no notification for seq %d", w.Seq)
+		}
+	}
+	got, err := s.KeyEventsSince(ctx, 0, 0)
+	if err != nil || len(got) != 2 || got[0].Seq != 1 || got[1].Op != store.OpDelete || got[1].Digest != k.Digest {
+		t.Fatalf("KeyEventsSince(0) = %+v, %v", got, err)
+	}
+	if got, _ := s.KeyEventsSince(ctx, 1, 0); len(got) != 1 || got[0].Seq != 2 {
+		t.Fatalf("KeyEventsSince(1) = %+v", got)
+	}
+	if seq, _ := s.LastKeyEvent(ctx); seq != 2 {
+		t.Fatalf("LastKeyEvent = %d", seq)
+	}
+
+	// Pruning keeps the counter: numbers never repeat.
+	if n, err := s.PruneKeyEvents(ctx, time.Now().Add(time.Minute)); err != nil || n != 2 {
+		t.Fatalf("PruneKeyEvents = %d, %v", n, err)
+	}
+	again, err := s.CreateKey(ctx, testKey(t, kr, acct.ID, "two"), store.AuditEvent{Actor: "user-1"})
+	if err != nil || again.Seq != 3 {
+		t.Fatalf("seq after pruning = %d, %v", again.Seq, err)
+	}
+
+	stop()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("ListenKeyEvents returned nil")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("listener did not stop with its context")
+	}
+}
+
+func TestParsePayload(t *testing.T) {
+	var d keys.Digest
+	d[0] = 0xab
+	ev, err := parsePayload("7 delete ab00000000000000000000000000000000000000000000000000000000000000 1795750000000000")
+	if err != nil || ev.Seq != 7 || ev.Op != store.OpDelete || ev.Digest != d || ev.At.Unix() != 1795750000 {
+		t.Fatalf("parsePayload = %+v, %v", ev, err)
+	}
+	for _, bad := range []string{"", "1 create", "x create ab 1", "0 create " + strconv.Itoa(1) + " 1", "1 rename ab00000000000000000000000000000000000000000000000000000000000000 1", "1 create abzz 1", "1 create ab00000000000000000000000000000000000000000000000000000000000000 soon"} {
+		if _, err := parsePayload(bad); err == nil {
+			t.Errorf("parsePayload(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestInstances(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := openMigrated(t, pgtest.DSN(t))
+	start := time.Now().Add(-time.Minute)
+	a := store.Instance{ID: "inst-a", Address: "host-a:1", ListenerUp: true, AppliedSeq: 4, AppliedAt: time.Now(), StartedAt: start}
+	b := store.Instance{ID: "inst-b", Address: "host-b:1", StartedAt: start.Add(time.Second)}
+	for _, in := range []store.Instance{a, b} {
+		if err := s.Heartbeat(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.ListenerUp, b.AppliedSeq = true, 9
+	if err := s.Heartbeat(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListInstances(ctx, time.Now().Add(-time.Minute))
+	if err != nil || len(got) != 2 || got[0].ID != "inst-a" || got[1].AppliedSeq != 9 || !got[1].ListenerUp || !got[1].AppliedAt.IsZero() {
+		t.Fatalf("ListInstances = %+v, %v", got, err)
+	}
+	if got, _ := s.ListInstances(ctx, time.Now().Add(time.Minute)); len(got) != 0 {
+		t.Fatalf("instances heard from in the future: %+v", got)
+	}
+	if err := s.RemoveInstance(ctx, "inst-a"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ListInstances(ctx, time.Time{}); len(got) != 1 || got[0].ID != "inst-b" {
+		t.Fatalf("after RemoveInstance: %+v", got)
+	}
+}
