@@ -172,5 +172,12 @@ func (v *Verifier) Forget(d keys.Digest) { v.cache.Invalidate(d) }
 // ForgetAll empties the cache.
 func (v *Verifier) ForgetAll() { v.cache.Purge() }
 
+// Distrust says that from since on, deletions elsewhere may go unseen:
+// cached keys are then trusted only within the cache's staleness bound.
+func (v *Verifier) Distrust(since time.Time) { v.cache.Distrust(since) }
+
+// Trust says that deletions elsewhere are seen again, none missed.
+func (v *Verifier) Trust() { v.cache.Trust() }
+
 // CacheLen returns the number of cached entries.
 func (v *Verifier) CacheLen() int { return v.cache.Len() }

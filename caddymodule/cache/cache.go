@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -44,6 +45,10 @@ type Config struct {
 	// FetchTimeout bounds one fill. A fill runs detached from the request
 	// that led it, so that its cancellation does not fail the others waiting.
 	FetchTimeout time.Duration
+	// StaleBound, when positive, limits how long entries are trusted while
+	// the cache is distrusted (Distrust): an entry is then used only if it
+	// was filled, or the distrust began, less than StaleBound ago.
+	StaleBound time.Duration
 }
 
 // Cache is a loading cache. It is safe for concurrent use.
@@ -56,11 +61,14 @@ type Cache[K comparable, V any] struct {
 	mu      sync.Mutex
 	flights map[K]*flight[V]
 	epoch   uint64 // counts invalidations; a fill started in an older epoch is not stored
+
+	distrusted atomic.Int64 // unix nanoseconds since when invalidations may be missed; 0: none
 }
 
 type entry[V any] struct {
 	v       V
 	found   bool
+	filled  int64 // unix nanoseconds
 	expires int64 // unix nanoseconds
 }
 
@@ -89,7 +97,7 @@ func New[K comparable, V any](cfg Config, fetch Fetch[K, V]) (*Cache[K, V], erro
 // returned to every caller of that fetch and not cached. Load allocates
 // nothing on a hit.
 func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome, err error) {
-	if e, ok := c.lru.Get(k); ok && e.expires > c.now().UnixNano() {
+	if e, ok := c.lru.Get(k); ok && c.usable(&e, c.now().UnixNano()) {
 		if e.found {
 			return e.v, true, Hit, nil
 		}
@@ -129,7 +137,8 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 		if !f.found {
 			ttl = c.cfg.NegativeTTL
 		}
-		c.lru.Add(k, entry[V]{v: f.v, found: f.found, expires: c.now().Add(ttl).UnixNano()})
+		now := c.now()
+		c.lru.Add(k, entry[V]{v: f.v, found: f.found, filled: now.UnixNano(), expires: now.Add(ttl).UnixNano()})
 	}
 	c.mu.Unlock()
 	close(f.done)
@@ -138,6 +147,38 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 		return v, false, Failed, f.err
 	}
 	return f.v, f.found, Miss, nil
+}
+
+// usable reports whether an entry may answer at now: live, and either the
+// cache is trusted or the entry is within the staleness bound.
+func (c *Cache[K, V]) usable(e *entry[V], now int64) bool {
+	if e.expires <= now {
+		return false
+	}
+	since := c.distrusted.Load()
+	if since == 0 || c.cfg.StaleBound <= 0 {
+		return true
+	}
+	cutoff := now - int64(c.cfg.StaleBound)
+	return e.filled >= cutoff || since >= cutoff
+}
+
+// Distrust says that from since on, invalidations may be missed (the
+// source of invalidations is down): entries are then trusted only within
+// Config.StaleBound. An earlier distrust is kept.
+func (c *Cache[K, V]) Distrust(since time.Time) {
+	c.distrusted.CompareAndSwap(0, since.UnixNano())
+}
+
+// Trust says that invalidations arrive again, and none was missed.
+func (c *Cache[K, V]) Trust() { c.distrusted.Store(0) }
+
+// Distrusted returns since when the cache is distrusted, or the zero time.
+func (c *Cache[K, V]) Distrusted() time.Time {
+	if ns := c.distrusted.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // Invalidate drops k, positive or negative, and makes every fill in flight

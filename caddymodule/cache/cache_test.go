@@ -361,3 +361,35 @@ func BenchmarkLoadHit(b *testing.B) {
 		}
 	}
 }
+
+// TestStaleBound: while distrusted, an entry is used only within the bound
+// of its fill or of the start of the distrust; trusted again, as before.
+func TestStaleBound(t *testing.T) {
+	cfg := testConfig
+	cfg.StaleBound = 5 * time.Second
+	c, src, clk := newTest(t, cfg)
+	mustLoad(t, c, "a", 1, true, Miss) // filled at t0
+	clk.Advance(10 * time.Second)
+
+	c.Distrust(clk.Now()) // the listener went down at t0+10s
+	mustLoad(t, c, "a", 1, true, Hit)
+	clk.Advance(4 * time.Second)
+	mustLoad(t, c, "a", 1, true, Hit) // 4s into the outage
+	clk.Advance(2 * time.Second)
+	src.set("a", 2, true)
+	mustLoad(t, c, "a", 2, true, Miss) // 6s: past the bound, asked again
+	mustLoad(t, c, "a", 2, true, Hit)  // freshly filled: trusted for the bound
+	clk.Advance(6 * time.Second)
+	mustLoad(t, c, "a", 2, true, Miss)
+
+	c.Distrust(clk.Now().Add(time.Hour)) // a later distrust does not move the start
+	if got := c.Distrusted(); !got.Equal(clk.Now().Add(-12 * time.Second)) {
+		t.Fatalf("Distrusted = %v", got)
+	}
+	c.Trust()
+	clk.Advance(30 * time.Second)
+	mustLoad(t, c, "a", 2, true, Hit) // trusted: only the TTL counts
+	if !c.Distrusted().IsZero() {
+		t.Fatal("still distrusted after Trust")
+	}
+}

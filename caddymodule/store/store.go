@@ -236,9 +236,9 @@ type FleetStore interface {
 	PruneKeyEvents(ctx context.Context, before time.Time) (int64, error)
 	// ListenKeyEvents connects to dsn (a session connection: transaction
 	// poolers break LISTEN), listens, calls connected once listening, then
-	// delivers each event as it commits, until the connection fails or ctx
-	// ends. It always returns a non-nil error.
-	ListenKeyEvents(ctx context.Context, dsn string, connected func(), event func(KeyEvent)) error
+	// delivers each event as it commits, until the connection fails, a
+	// callback returns an error, or ctx ends. It always returns an error.
+	ListenKeyEvents(ctx context.Context, dsn string, connected func() error, event func(KeyEvent) error) error
 	// Heartbeat records the instance's state (insert or update).
 	Heartbeat(ctx context.Context, in Instance) error
 	// RemoveInstance removes an instance that is shutting down.

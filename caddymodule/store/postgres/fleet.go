@@ -108,7 +108,7 @@ func (s *Store) PruneKeyEvents(ctx context.Context, before time.Time) (int64, er
 
 // ListenKeyEvents listens on a connection of its own, not the pool's: a
 // LISTEN belongs to its session.
-func (s *Store) ListenKeyEvents(ctx context.Context, dsn string, connected func(), event func(store.KeyEvent)) error {
+func (s *Store) ListenKeyEvents(ctx context.Context, dsn string, connected func() error, event func(store.KeyEvent) error) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return fmt.Errorf("connecting the key event listener: %w", err)
@@ -117,7 +117,9 @@ func (s *Store) ListenKeyEvents(ctx context.Context, dsn string, connected func(
 	if _, err := conn.Exec(ctx, "listen "+eventChannel); err != nil {
 		return fmt.Errorf("listening for key events: %w", err)
 	}
-	connected()
+	if err := connected(); err != nil {
+		return err
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -129,7 +131,9 @@ func (s *Store) ListenKeyEvents(ctx context.Context, dsn string, connected func(
 			// repairs from key_events.
 			return fmt.Errorf("reading a key event notification: %w", err)
 		}
-		event(ev)
+		if err := event(ev); err != nil {
+			return err
+		}
 	}
 }
 

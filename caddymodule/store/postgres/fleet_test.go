@@ -46,7 +46,7 @@ func TestKeyEvents(t *testing.T) {
 	events := make(chan store.KeyEvent, 10)
 	done := make(chan error, 1)
 	go func() {
-		done <- s.ListenKeyEvents(lctx, dsn, func() { close(connected) }, func(ev store.KeyEvent) { events <- ev })
+		done <- s.ListenKeyEvents(lctx, dsn, func() error { close(connected); return nil }, func(ev store.KeyEvent) error { events <- ev; return nil })
 	}()
 	select {
 	case <-connected:

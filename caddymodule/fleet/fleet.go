@@ -1,0 +1,280 @@
+// Package fleet keeps one instance's key cache in step with every other
+// instance sharing a store: it follows the store's key events (Postgres
+// LISTEN/NOTIFY), evicts what they name, catches up from the store after
+// any gap or reconnect, and reports the instance's state so the dashboard
+// can tell on how many instances a deletion has taken effect.
+//
+// While it cannot follow, the cache is distrusted: cached keys are trusted
+// only within the cache's staleness bound, never longer.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/keygate/keygate/caddymodule/keys"
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+// Cache is what the follower keeps in step: auth.Verifier.
+type Cache interface {
+	Forget(keys.Digest)
+	ForgetAll()
+	Distrust(since time.Time)
+	Trust()
+}
+
+// Config configures a Follower.
+type Config struct {
+	Store     store.FleetStore
+	ListenDSN string // a session connection: transaction poolers break LISTEN
+	Cache     Cache
+	// Instance identifies this instance to the fleet.
+	InstanceID string
+	Address    string
+	// Heartbeat is how often the instance reports itself. Default: 2s.
+	Heartbeat time.Duration
+	Logger    *zap.Logger
+	// ObserveLag, when set, is told how long each key event took from its
+	// commit to being applied here.
+	ObserveLag func(time.Duration)
+}
+
+// A Follower follows the store's key events for one instance.
+type Follower struct {
+	cfg     Config
+	started time.Time
+
+	up        atomic.Bool
+	applied   atomic.Int64 // last applied seq; -1 before the first catch-up
+	appliedAt atomic.Int64 // unix nanoseconds
+	beat      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// New returns a Follower; Run starts it.
+func New(cfg Config) (*Follower, error) {
+	if cfg.Store == nil || cfg.Cache == nil || cfg.ListenDSN == "" || cfg.InstanceID == "" {
+		return nil, errors.New("fleet: a store, a cache, a listen DSN and an instance id are needed")
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	f := &Follower{cfg: cfg, started: time.Now(), beat: make(chan struct{}, 1)}
+	f.applied.Store(-1)
+	return f, nil
+}
+
+// Up reports whether the follower is receiving key events.
+func (f *Follower) Up() bool { return f.up.Load() }
+
+// Applied returns the last key event applied to the cache.
+func (f *Follower) Applied() int64 { return f.applied.Load() }
+
+// Run follows key events until ctx ends, reconnecting after any failure,
+// then removes the instance from the fleet's list.
+func (f *Follower) Run(ctx context.Context) {
+	// Until the first catch-up nothing is known of changes made elsewhere.
+	f.cfg.Cache.Distrust(time.Now())
+	f.wg.Add(1)
+	go f.heartbeats(ctx)
+
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		connectedAt := time.Time{}
+		err := f.cfg.Store.ListenKeyEvents(ctx, f.cfg.ListenDSN,
+			func() error {
+				if err := f.catchUp(ctx); err != nil {
+					return err
+				}
+				connectedAt = time.Now()
+				f.up.Store(true)
+				f.cfg.Cache.Trust()
+				f.signal()
+				f.cfg.Logger.Info("following key events", zap.Int64("applied_seq", f.applied.Load()))
+				return nil
+			},
+			func(ev store.KeyEvent) error { return f.event(ctx, ev) })
+		if ctx.Err() != nil {
+			break
+		}
+		if f.up.Swap(false) {
+			f.cfg.Cache.Distrust(time.Now())
+			f.signal()
+			f.cfg.Logger.Warn("key event listener lost; cached keys are trusted only within the staleness bound until it is back", zap.Error(err))
+		} else {
+			f.cfg.Cache.Distrust(time.Now())
+			if c := f.cfg.Logger.Check(zap.DebugLevel, "key event listener could not connect"); c != nil {
+				c.Write(zap.Error(err))
+			}
+		}
+		if !connectedAt.IsZero() && time.Since(connectedAt) > 10*time.Second {
+			backoff = 50 * time.Millisecond // it was healthy: retry at once
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	f.up.Store(false)
+	f.wg.Wait()
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := f.cfg.Store.RemoveInstance(rctx, f.cfg.InstanceID); err != nil {
+		f.cfg.Logger.Warn("removing this instance from the fleet list failed", zap.Error(err))
+	}
+}
+
+// catchUp applies every event this instance has not applied, reading them
+// from the store. Where they cannot all be read (pruned, or this is the
+// first connection and the cache holds entries from before it), it empties
+// the cache instead.
+func (f *Follower) catchUp(ctx context.Context) error {
+	last, err := f.cfg.Store.LastKeyEvent(ctx)
+	if err != nil {
+		return fmt.Errorf("catching up: %w", err)
+	}
+	applied := f.applied.Load()
+	switch {
+	case applied < 0:
+		f.cfg.Cache.ForgetAll() // anything cached before the first connection
+	case last > applied:
+		const most = 10_000
+		var evs []store.KeyEvent
+		if last-applied <= most {
+			if evs, err = f.cfg.Store.KeyEventsSince(ctx, applied, most); err != nil {
+				return fmt.Errorf("catching up: %w", err)
+			}
+		}
+		if int64(len(evs)) >= last-applied && len(evs) > 0 && evs[0].Seq == applied+1 {
+			for _, ev := range evs[:last-applied] {
+				f.cfg.Cache.Forget(ev.Digest)
+			}
+		} else {
+			f.cfg.Logger.Warn("key events since the last applied one are gone; emptying the key cache",
+				zap.Int64("applied_seq", applied), zap.Int64("last_seq", last))
+			f.cfg.Cache.ForgetAll()
+		}
+	}
+	if last > applied {
+		f.applied.Store(last)
+		f.appliedAt.Store(time.Now().UnixNano())
+	}
+	return nil
+}
+
+// event applies one notified key event; a gap is repaired from the store.
+func (f *Follower) event(ctx context.Context, ev store.KeyEvent) error {
+	applied := f.applied.Load()
+	switch {
+	case ev.Seq <= applied:
+		return nil // already applied by a catch-up
+	case ev.Seq != applied+1:
+		return f.catchUp(ctx) // it includes ev
+	}
+	// Creations evict a cached "unknown", deletions a cached key.
+	f.cfg.Cache.Forget(ev.Digest)
+	now := time.Now()
+	f.applied.Store(ev.Seq)
+	f.appliedAt.Store(now.UnixNano())
+	if f.cfg.ObserveLag != nil {
+		f.cfg.ObserveLag(now.Sub(ev.At))
+	}
+	f.signal()
+	return nil
+}
+
+// signal asks for a heartbeat now: the receipt of an applied event.
+func (f *Follower) signal() {
+	select {
+	case f.beat <- struct{}{}:
+	default:
+	}
+}
+
+func (f *Follower) heartbeats(ctx context.Context) {
+	defer f.wg.Done()
+	t := time.NewTicker(f.cfg.Heartbeat)
+	defer t.Stop()
+	prune := time.Now()
+	for {
+		f.heartbeat(ctx)
+		if time.Since(prune) > time.Hour {
+			prune = time.Now()
+			pctx, cancel := context.WithTimeout(ctx, time.Minute)
+			// Instances down for longer than a day catch up by emptying
+			// their cache; nothing else needs older events.
+			if _, err := f.cfg.Store.PruneKeyEvents(pctx, time.Now().Add(-24*time.Hour)); err != nil && ctx.Err() == nil {
+				f.cfg.Logger.Warn("pruning old key events failed", zap.Error(err))
+			}
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-f.beat:
+		}
+	}
+}
+
+func (f *Follower) heartbeat(ctx context.Context) {
+	in := store.Instance{
+		ID:         f.cfg.InstanceID,
+		Address:    f.cfg.Address,
+		ListenerUp: f.up.Load(),
+		AppliedSeq: max(f.applied.Load(), 0),
+		StartedAt:  f.started,
+	}
+	if ns := f.appliedAt.Load(); ns != 0 {
+		in.AppliedAt = time.Unix(0, ns)
+	}
+	hctx, cancel := context.WithTimeout(ctx, f.cfg.Heartbeat)
+	defer cancel()
+	if err := f.cfg.Store.Heartbeat(hctx, in); err != nil && ctx.Err() == nil {
+		if c := f.cfg.Logger.Check(zap.DebugLevel, "heartbeat failed"); c != nil {
+			c.Write(zap.Error(err))
+		}
+	}
+}
+
+// Receipt says on how many live instances a key event has taken effect.
+type Receipt struct {
+	Applied int           // live instances that applied the event
+	Live    int           // instances heard from within the liveness window
+	Lag     time.Duration // from the event's commit to the last live instance applying it (when all did)
+}
+
+// ReceiptOf reads the receipt of the key event seq committed at the time.
+// An instance is live when heard from within liveness.
+func ReceiptOf(ctx context.Context, st store.FleetStore, seq int64, committed time.Time, liveness time.Duration) (Receipt, error) {
+	ins, err := st.ListInstances(ctx, time.Now().Add(-liveness))
+	if err != nil {
+		return Receipt{}, err
+	}
+	var r Receipt
+	var last time.Time
+	for _, in := range ins {
+		r.Live++
+		if in.AppliedSeq >= seq {
+			r.Applied++
+			if in.AppliedAt.After(last) {
+				last = in.AppliedAt
+			}
+		}
+	}
+	if r.Applied == r.Live && r.Live > 0 && !committed.IsZero() && last.After(committed) {
+		r.Lag = last.Sub(committed)
+	}
+	return r, nil
+}

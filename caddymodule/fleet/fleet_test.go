@@ -1,0 +1,194 @@
+package fleet
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keygate/keygate/caddymodule/internal/pgtest"
+	"github.com/keygate/keygate/caddymodule/keys"
+	"github.com/keygate/keygate/caddymodule/store"
+	"github.com/keygate/keygate/caddymodule/store/postgres"
+)
+
+// cacheLog records what the follower asked of the cache.
+type cacheLog struct {
+	mu         sync.Mutex
+	forgot     []keys.Digest
+	forgotAll  int
+	distrusted bool
+}
+
+func (c *cacheLog) Forget(d keys.Digest) { c.mu.Lock(); c.forgot = append(c.forgot, d); c.mu.Unlock() }
+func (c *cacheLog) ForgetAll()           { c.mu.Lock(); c.forgotAll++; c.mu.Unlock() }
+func (c *cacheLog) Distrust(time.Time)   { c.mu.Lock(); c.distrusted = true; c.mu.Unlock() }
+func (c *cacheLog) Trust()               { c.mu.Lock(); c.distrusted = false; c.mu.Unlock() }
+
+func (c *cacheLog) state() (forgot []keys.Digest, all int, distrusted bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]keys.Digest(nil), c.forgot...), c.forgotAll, c.distrusted
+}
+
+type world struct {
+	t       *testing.T
+	dsn     string
+	app     string // the listener's application_name, to find its backend
+	st      *postgres.Store
+	kr      *keys.Keyring
+	account string
+	f       *Follower
+	cache   *cacheLog
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	ctx := t.Context()
+	w := &world{t: t, dsn: pgtest.DSN(t), cache: &cacheLog{}, done: make(chan struct{})}
+	w.app = "kg-fleet-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	var err error
+	if w.st, err = postgres.Open(ctx, w.dsn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.st.Close() })
+	if err := w.st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.kr, _ = keys.NewKeyring([]byte("fleet test secret 0123456789abcdef"))
+	a, err := w.st.CreateAccount(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.account = a.ID
+	w.f, err = New(Config{Store: w.st, ListenDSN: w.dsn + "&application_name=" + w.app, Cache: w.cache,
+		InstanceID: "inst-1", Address: "test", Heartbeat: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, w.stop = context.WithCancel(context.Background())
+	go func() { w.f.Run(ctx); close(w.done) }()
+	t.Cleanup(func() { w.stop(); <-w.done })
+	w.waitFor("the first connection", func() bool { return w.f.Up() })
+	return w
+}
+
+func (w *world) waitFor(what string, cond func() bool) {
+	w.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (w *world) createKey(name string) store.Key {
+	w.t.Helper()
+	secret, _ := keys.New()
+	id, _ := keys.NewID("key")
+	sealed, _ := w.kr.Seal(secret, w.account, id)
+	k, err := w.st.CreateKey(w.t.Context(), store.Key{ID: id, AccountID: w.account, Name: name, Type: store.Standard,
+		Display: secret.Display(), Digest: w.kr.Digest([]byte(secret)), Sealed: sealed, CreatedBy: "u"}, store.AuditEvent{Actor: "u"})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return k
+}
+
+func (w *world) deleteKey(k store.Key) store.Key {
+	w.t.Helper()
+	d, err := w.st.DeleteKey(w.t.Context(), w.account, k.ID, store.AuditEvent{Actor: "u", Action: store.ActionDelete})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return d
+}
+
+func (w *world) forgot(d keys.Digest) bool {
+	forgot, _, _ := w.cache.state()
+	for _, f := range forgot {
+		if f == d {
+			return true
+		}
+	}
+	return false
+}
+
+func TestFollowerAppliesEvents(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	if _, all, distrusted := w.cache.state(); all != 1 || distrusted {
+		t.Fatalf("after the first connection: %d flushes, distrusted %v; want the cache emptied once and trusted", all, distrusted)
+	}
+	k := w.createKey("one")
+	w.waitFor("the create", func() bool { return w.f.Applied() == k.Seq && w.forgot(k.Digest) })
+	d := w.deleteKey(k)
+	w.waitFor("the delete", func() bool { return w.f.Applied() == d.Seq })
+
+	// The receipt: this instance applied it.
+	w.waitFor("the receipt", func() bool {
+		r, err := ReceiptOf(t.Context(), w.st, d.Seq, time.Now().Add(-time.Minute), time.Minute)
+		return err == nil && r.Applied == 1 && r.Live == 1
+	})
+}
+
+// TestFollowerRecoversFromKilledListener kills the listener's backend,
+// changes keys while it is gone, and checks that it comes back, distrusts
+// the cache meanwhile, and applies what it missed.
+func TestFollowerRecoversFromKilledListener(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	k1 := w.createKey("one")
+	w.waitFor("the create", func() bool { return w.f.Applied() == k1.Seq })
+
+	conn, err := pgx.Connect(t.Context(), w.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var killed int
+	if err := conn.QueryRow(t.Context(), `select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = $1`, w.app).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminating the listener: %d, %v", killed, err)
+	}
+	w.waitFor("the listener to notice", func() bool { _, _, d := w.cache.state(); return d || !w.f.Up() })
+	// Missed while down (or caught as it reconnects): both must be applied.
+	d1 := w.deleteKey(k1)
+	k2 := w.createKey("two")
+	w.waitFor("recovery", func() bool {
+		_, _, distrusted := w.cache.state()
+		return w.f.Up() && !distrusted && w.f.Applied() == k2.Seq
+	})
+	if !w.forgot(k2.Digest) || d1.Seq != k1.Seq+1 {
+		t.Fatal("an event of the outage was not applied")
+	}
+}
+
+// TestFollowerEmptiesCacheWhenEventsAreGone: events pruned before an
+// instance caught up cannot be replayed, so it forgets everything.
+func TestFollowerEmptiesCacheWhenEventsAreGone(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.stop()
+	<-w.done
+	_, before, _ := w.cache.state()
+
+	k := w.createKey("while away")
+	if _, err := w.st.PruneKeyEvents(t.Context(), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.f.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	w.waitFor("the catch-up", func() bool { return w.f.Up() && w.f.Applied() == k.Seq })
+	if _, after, _ := w.cache.state(); after != before+1 {
+		t.Fatalf("cache flushes %d → %d, want one more", before, after)
+	}
+}
