@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/keygate/keygate/caddymodule/auth"
 	"github.com/keygate/keygate/caddymodule/cache"
+	"github.com/keygate/keygate/caddymodule/fleet"
 	"github.com/keygate/keygate/caddymodule/keys"
 	"github.com/keygate/keygate/caddymodule/scope"
 	"github.com/keygate/keygate/caddymodule/store"
@@ -33,6 +35,10 @@ const (
 	DefaultNegativeTTL  = time.Minute
 	DefaultStoreTimeout = 2 * time.Second
 	DefaultRetention    = 30 * 24 * time.Hour
+	DefaultStaleBound   = 5 * time.Second
+	// Heartbeat is how often an instance reports itself to the fleet;
+	// one not heard from for three heartbeats is no longer counted live.
+	Heartbeat = 2 * time.Second
 )
 
 // App is the keygate app: what every keygate handler and the dashboard
@@ -74,6 +80,13 @@ type App struct {
 	// preview keygate no longer remembers gets 404. Default: 30d.
 	ObjectRetention caddy.Duration `json:"object_retention,omitempty"`
 
+	// StaleBound is how long cached keys are trusted while this instance
+	// does not receive the fleet's key events (Postgres store only): while
+	// the listener is down, a key is used from the cache only if it was
+	// checked, or the listener was still up, less than this long ago; older
+	// entries are checked against the store again. Default: 5s.
+	StaleBound caddy.Duration `json:"stale_bound,omitempty"`
+
 	// Migrate says whether the app applies pending schema migrations when
 	// it starts ("auto") or leaves them to `keygate migrate` ("off").
 	// Migrations run under a lock, so instances starting together are safe.
@@ -100,9 +113,20 @@ type runtime struct {
 	verifier *auth.Verifier
 	manager  *auth.Manager
 	objects  *scope.Objects
+	follower *fleet.Follower // nil for a store that is not shared by a fleet
+	stop     context.CancelFunc
+	done     chan struct{}
 }
 
-func (*runtime) Destruct() error { return nil } // the store has its own pool entry
+// Destruct stops following key events when the last config using the
+// runtime is gone. The store has its own pool entry.
+func (rt *runtime) Destruct() error {
+	if rt.stop != nil {
+		rt.stop()
+		<-rt.done
+	}
+	return nil
+}
 
 var runtimes = caddy.NewUsagePool()
 
@@ -152,7 +176,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.ObjectRetention == 0 {
 		a.ObjectRetention = caddy.Duration(DefaultRetention)
 	}
+	if a.StaleBound == 0 {
+		a.StaleBound = caddy.Duration(DefaultStaleBound)
+	}
 
+	listenerUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "keygate", Name: "listener_up",
+		Help: "1 while this instance receives the fleet's key events (Postgres store), else 0.",
+	}, func() float64 {
+		if rt := a.rt.Load(); rt != nil && rt.follower != nil && rt.follower.Up() {
+			return 1
+		}
+		return 0
+	})
 	cacheEntries := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "keygate", Name: "cache_entries",
 		Help: "Keys in the cache, valid and unknown.",
@@ -162,7 +198,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		return 0
 	})
-	return registerMetrics(ctx.GetMetricsRegistry(), cacheEntries)
+	return registerMetrics(ctx.GetMetricsRegistry(), cacheEntries, listenerUp)
 }
 
 // Validate checks the settings.
@@ -173,8 +209,8 @@ func (a *App) Validate() error {
 	switch {
 	case a.CacheSize < 0:
 		return errors.New("keygate: cache_size must be positive")
-	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0, a.ObjectRetention < 0:
-		return errors.New("keygate: cache_ttl, negative_ttl, store_timeout and object_retention must be positive")
+	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0, a.ObjectRetention < 0, a.StaleBound < 0:
+		return errors.New("keygate: cache_ttl, negative_ttl, store_timeout, object_retention and stale_bound must be positive")
 	case a.Migrate != "auto" && a.Migrate != "off":
 		return fmt.Errorf("keygate: migrate must be auto or off, not %q", a.Migrate)
 	}
@@ -185,7 +221,7 @@ func (a *App) Validate() error {
 // migrations. A database that is down does not stop Caddy: requests get 503
 // until it answers, and migrations are retried in the background.
 func (a *App) Start() error {
-	rt, err := a.open()
+	rt, err := a.open(true)
 	if err != nil {
 		return err
 	}
@@ -271,8 +307,9 @@ func (a *App) purgeObjects(ctx context.Context, st store.Store) {
 	}
 }
 
-// open builds or shares the runtime. The command line uses it too.
-func (a *App) open() (*runtime, error) {
+// open builds or shares the runtime. The command line uses it too, without
+// following the fleet's key events.
+func (a *App) open(follow bool) (*runtime, error) {
 	st, err := a.storeMod.Open()
 	if err != nil {
 		return nil, err
@@ -293,7 +330,13 @@ func (a *App) open() (*runtime, error) {
 		NegativeTTL:  time.Duration(a.NegativeTTL),
 		FetchTimeout: time.Duration(a.StoreTimeout),
 	}
-	a.rtKey = fmt.Sprintf("%s|%x|%+v|%v", a.storeMod.ID(), sha256.Sum256(secret), cfg, a.ObjectRetention)
+	fs, fleetStore := st.(store.FleetStore)
+	ld, listens := a.storeMod.(interface{ ListenDSN() string })
+	follow = follow && fleetStore && listens
+	if follow {
+		cfg.StaleBound = time.Duration(a.StaleBound)
+	}
+	a.rtKey = fmt.Sprintf("%s|%x|%+v|%v|%v", a.storeMod.ID(), sha256.Sum256(secret), cfg, a.ObjectRetention, follow)
 	v, _, err := runtimes.LoadOrNew(a.rtKey, func() (caddy.Destructor, error) {
 		usage := auth.NewUsage()
 		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: st.LookupKey, Cache: cfg, ObserveLookup: observeLookup, Usage: usage})
@@ -306,19 +349,71 @@ func (a *App) open() (*runtime, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &runtime{
+		rt := &runtime{
 			store:    st,
 			usage:    usage,
 			verifier: verifier,
 			manager:  &auth.Manager{Store: st, Keyring: kr, Verifier: verifier},
 			objects:  objects,
-		}, nil
+		}
+		if follow {
+			if rt.follower, err = a.newFollower(fs, ld.ListenDSN(), verifier); err != nil {
+				return nil, err
+			}
+			var ctx context.Context
+			ctx, rt.stop = context.WithCancel(context.Background()) // outlives this config, like the runtime
+			rt.done = make(chan struct{})
+			go func() { defer close(rt.done); rt.follower.Run(ctx) }()
+		}
+		return rt, nil
 	})
 	if err != nil {
 		a.rtKey = ""
 		return nil, err
 	}
 	return v.(*runtime), nil
+}
+
+// newFollower makes the follower of the fleet's key events for this
+// instance, identified by host, process and a random suffix.
+func (a *App) newFollower(fs store.FleetStore, listenDSN string, v *auth.Verifier) (*fleet.Follower, error) {
+	host, _ := os.Hostname()
+	suffix, err := keys.NewID("inst")
+	if err != nil {
+		return nil, err
+	}
+	return fleet.New(fleet.Config{
+		Store:      fs,
+		ListenDSN:  listenDSN,
+		Cache:      v,
+		InstanceID: suffix,
+		Address:    fmt.Sprintf("%s pid %d", host, os.Getpid()),
+		Heartbeat:  Heartbeat,
+		Logger:     a.logger.Named("fleet"),
+		ObserveLag: func(d time.Duration) { revocationLag.Observe(d.Seconds()) },
+	})
+}
+
+// Receipt says on how many live instances the key event of a create or
+// delete has taken effect. ok is false for a store without a fleet, where
+// the change took effect on this instance before it returned.
+func (a *App) Receipt(ctx context.Context, k store.Key, committed time.Time) (r fleet.Receipt, ok bool, err error) {
+	rt := a.rt.Load()
+	if rt == nil || rt.follower == nil || k.Seq == 0 {
+		return fleet.Receipt{}, false, nil
+	}
+	r, err = fleet.ReceiptOf(ctx, rt.store.(store.FleetStore), k.Seq, committed, 3*Heartbeat)
+	return r, true, err
+}
+
+// Instances lists the live instances of the fleet, or nil for a store
+// without one.
+func (a *App) Instances(ctx context.Context) ([]store.Instance, error) {
+	rt := a.rt.Load()
+	if rt == nil || rt.follower == nil {
+		return nil, nil
+	}
+	return rt.store.(store.FleetStore).ListInstances(ctx, time.Now().Add(-3*Heartbeat))
 }
 
 func migrateOnce(ctx context.Context, st store.Store) error {

@@ -29,6 +29,7 @@ func init() {
 //		cache_ttl     <duration>
 //		negative_ttl  <duration>
 //		store_timeout <duration>
+//		stale_bound   <duration>
 //		object_retention <duration>
 //		migrate       auto|off
 //	}
@@ -89,6 +90,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &a.StoreTimeout); err != nil {
 				return err
 			}
+		case "stale_bound":
+			if err := parseDuration(d, &a.StaleBound); err != nil {
+				return err
+			}
 		case "object_retention":
 			if err := parseDuration(d, &a.ObjectRetention); err != nil {
 				return err
@@ -98,7 +103,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("migrate takes auto or off")
 			}
 		default:
-			return unknownOption(d, "keygate global option", "store", "secret", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "object_retention", "migrate")
+			return unknownOption(d, "keygate global option", "store", "secret", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "migrate")
 		}
 	}
 	return nil

@@ -193,7 +193,7 @@ func withStore(f func(ctx context.Context, rt *runtime, cmd *cobra.Command) erro
 		if err := app.Validate(); err != nil {
 			return err
 		}
-		rt, err := app.open()
+		rt, err := app.open(false)
 		if err != nil {
 			return err
 		}

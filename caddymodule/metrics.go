@@ -23,6 +23,11 @@ var (
 		Namespace: "caddy", Subsystem: "keygate", Name: "cache_lookups_total",
 		Help: "Key cache lookups, by outcome.",
 	}, []string{"outcome"})
+	revocationLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "keygate", Name: "revocation_lag_seconds",
+		Help:    "Time from a key's creation or deletion committing to this instance applying it to its cache.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
 	storeLookups = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "keygate", Name: "store_lookup_duration_seconds",
 		Help:    "Time taken by key lookups in the store, by result.",
@@ -74,7 +79,7 @@ func observeLookup(d time.Duration, err error) {
 
 // registerMetrics adds the collectors to reg, which may already hold them.
 func registerMetrics(reg prometheus.Registerer, cs ...prometheus.Collector) error {
-	for _, c := range append([]prometheus.Collector{decisions, cacheLookups, storeLookups}, cs...) {
+	for _, c := range append([]prometheus.Collector{decisions, cacheLookups, storeLookups, revocationLag}, cs...) {
 		var are prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &are) {
 			return err

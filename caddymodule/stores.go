@@ -69,7 +69,14 @@ type PostgresStore struct {
 	// given in it. Required.
 	DSN string `json:"dsn,omitempty"`
 
+	// Listen is the connection string for the key event listener, which
+	// needs a session connection: give a direct one here when DSN goes
+	// through a transaction pooler (such as PgBouncer in transaction mode),
+	// which breaks LISTEN. Default: DSN.
+	Listen string `json:"listen,omitempty"`
+
 	dsn    string
+	listen string
 	id     string
 	opened bool
 }
@@ -81,7 +88,12 @@ func (PostgresStore) CaddyModule() caddy.ModuleInfo {
 
 // Provision resolves the DSN. It does not connect.
 func (s *PostgresStore) Provision(caddy.Context) error {
-	s.dsn = caddy.NewReplacer().ReplaceKnown(s.DSN, "")
+	repl := caddy.NewReplacer()
+	s.dsn = repl.ReplaceKnown(s.DSN, "")
+	s.listen = s.dsn
+	if s.Listen != "" {
+		s.listen = repl.ReplaceKnown(s.Listen, "")
+	}
 	// The DSN may hold a password: keep only its hash as the share key.
 	s.id = fmt.Sprintf("postgres:%x", sha256.Sum256([]byte(s.dsn)))
 	return nil
@@ -91,6 +103,9 @@ func (s *PostgresStore) Provision(caddy.Context) error {
 func (s *PostgresStore) Validate() error {
 	if s.dsn == "" {
 		return errors.New("postgres store: dsn is empty (if it is a placeholder such as {env.KEYGATE_DATABASE_URL}, is the variable set?)")
+	}
+	if s.listen == "" {
+		return errors.New("postgres store: listen is empty (if it is a placeholder, is the variable set?)")
 	}
 	return nil
 }
@@ -111,6 +126,9 @@ func (s *PostgresStore) Open() (store.Store, error) {
 // ID identifies the database by the hash of its DSN.
 func (s *PostgresStore) ID() string { return s.id }
 
+// ListenDSN returns the connection string of the key event listener.
+func (s *PostgresStore) ListenDSN() string { return s.listen }
+
 // Local reports false: a Postgres store may be shared by a fleet.
 func (s *PostgresStore) Local() bool { return false }
 
@@ -119,10 +137,13 @@ func (s *PostgresStore) Cleanup() error { return release(&s.opened, s.id) }
 
 // UnmarshalCaddyfile sets up the store from Caddyfile tokens. Syntax:
 //
-//	store postgres <dsn>
+//	store postgres <dsn> [{
+//		listen <dsn>
+//	}]
 //
 //	store postgres {
-//		dsn <dsn>
+//		dsn    <dsn>
+//		listen <dsn>
 //	}
 func (s *PostgresStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the module name
@@ -138,8 +159,12 @@ func (s *PostgresStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&s.DSN) {
 				return d.Errf("dsn takes one value, for example: dsn {env.KEYGATE_DATABASE_URL}")
 			}
+		case "listen":
+			if !d.AllArgs(&s.Listen) {
+				return d.Errf("listen takes one value, for example: listen {env.KEYGATE_LISTEN_URL}")
+			}
 		default:
-			return unknownOption(d, "postgres store", "dsn")
+			return unknownOption(d, "postgres store", "dsn", "listen")
 		}
 	}
 	if s.DSN == "" {

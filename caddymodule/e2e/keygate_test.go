@@ -261,8 +261,10 @@ func TestReloadLeaksNothing(t *testing.T) {
 				t.Fatalf("after reload %d: %d %s", i, r.status, r.body)
 			}
 		}
-		if c := connections(t, appName); c > 2 {
-			t.Fatalf("after reload %d: %d connections from keygate, pool_max_conns is 2: a pool leaked", i, c)
+		// The pool's two and the key event listener's one, shared by every
+		// config: a leaked pool or listener shows as more.
+		if c := connections(t, appName); c > 3 {
+			t.Fatalf("after reload %d: %d connections from keygate, pool_max_conns is 2 plus one listener: a pool or listener leaked", i, c)
 		}
 	}
 
