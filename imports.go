@@ -4,9 +4,10 @@
 //	xcaddy build v2.11.9 --with github.com/keygate/keygate
 //
 // The modules live in caddymodule (the app, the keygate handler and the
-// stores); the dashboard joins them in admin.
+// stores) and admin (the dashboard, keygate_admin).
 package keygate
 
 import (
+	_ "github.com/keygate/keygate/admin"
 	_ "github.com/keygate/keygate/caddymodule"
 )

@@ -1,0 +1,138 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/keygate/keygate/caddymodule/auth"
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+// The actions, shared by the pages and the JSON API. Each is called only
+// after the session's admin and CSRF checks.
+
+// createInput is a key to create, as a form or a JSON body gives it.
+type createInput struct {
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	Server string `json:"server"`
+}
+
+// create makes a key. It returns the inboxes it read, so that a form shown
+// again with an error can offer them.
+func (d *Dashboard) create(r *http.Request, s *session, acct account, in createInput) (store.Key, string, []Inbox, error) {
+	ctx := r.Context()
+	var inboxes []Inbox
+	if err := store.ValidateName(in.Name); err != nil {
+		return store.Key{}, "", nil, fail(http.StatusBadRequest, msgBadName)
+	}
+	typ := store.KeyType(in.Type)
+	switch typ {
+	case store.Standard:
+		if in.Server != "" {
+			return store.Key{}, "", nil, fail(http.StatusBadRequest, "A standard key is not tied to an inbox: leave the inbox out.")
+		}
+	case store.Restricted:
+		if d.cfg.Inboxes == nil {
+			return store.Key{}, "", nil, fail(http.StatusServiceUnavailable, msgNoInboxAPI)
+		}
+		var err error
+		if inboxes, err = d.inboxes(ctx, acct.ID); err != nil {
+			return store.Key{}, "", nil, err
+		}
+		if in.Server == "" {
+			return store.Key{}, "", inboxes, fail(http.StatusBadRequest, msgPickInbox)
+		}
+		if !slices.ContainsFunc(inboxes, func(i Inbox) bool { return i.ID == in.Server }) {
+			return store.Key{}, "", inboxes, fail(http.StatusBadRequest, msgForeign)
+		}
+	default:
+		return store.Key{}, "", nil, fail(http.StatusBadRequest, "The key type must be standard or restricted.")
+	}
+
+	k, plain, err := s.mgr.CreateKey(ctx, auth.NewKey{AccountID: acct.ID, Name: in.Name, Type: typ, ServerID: in.Server}, d.actor(r, s))
+	switch {
+	case errors.Is(err, store.ErrNameTaken):
+		return store.Key{}, "", inboxes, fail(http.StatusConflict, msgNameTaken)
+	case errors.Is(err, store.ErrInvalid):
+		return store.Key{}, "", inboxes, fail(http.StatusBadRequest, msgBadName)
+	case err != nil:
+		return store.Key{}, "", inboxes, err
+	}
+	d.cfg.Logger.Info("API key created", zap.String("account_id", acct.ID), zap.String("key_id", k.ID),
+		zap.String("key_prefix", k.Display), zap.String("key_type", string(k.Type)), zap.String("user", s.user))
+	return k, plain.Secret(), inboxes, nil
+}
+
+// reveal opens a key and records that it was revealed.
+func (d *Dashboard) reveal(r *http.Request, s *session, acct account, keyID string) (store.Key, string, error) {
+	if keyID == "" {
+		return store.Key{}, "", fail(http.StatusNotFound, msgNoKey)
+	}
+	k, plain, err := s.mgr.RevealKey(r.Context(), acct.ID, keyID, d.actor(r, s))
+	if err != nil {
+		return store.Key{}, "", err
+	}
+	d.cfg.Logger.Info("API key revealed", zap.String("account_id", acct.ID), zap.String("key_id", k.ID),
+		zap.String("key_prefix", k.Display), zap.String("user", s.user))
+	return k, plain.Secret(), nil
+}
+
+// remove deletes a key if typed is exactly its name. On a mismatch it
+// returns the key, untouched, with the error.
+func (d *Dashboard) remove(r *http.Request, s *session, acct account, keyID, typed string) (store.Key, error) {
+	ctx := r.Context()
+	if keyID == "" {
+		return store.Key{}, fail(http.StatusNotFound, msgNoKey)
+	}
+	k, err := s.st.GetKey(ctx, acct.ID, keyID)
+	if err != nil {
+		return store.Key{}, err
+	}
+	k.Sealed = nil
+	if typed != k.Name {
+		return k, fail(http.StatusBadRequest, msgMismatch)
+	}
+	if _, err := s.mgr.DeleteKey(ctx, acct.ID, keyID, d.actor(r, s)); err != nil {
+		return store.Key{}, err
+	}
+	d.cfg.Logger.Info("API key deleted", zap.String("account_id", acct.ID), zap.String("key_id", k.ID),
+		zap.String("key_prefix", k.Display), zap.String("user", s.user))
+	return k, nil
+}
+
+// inboxes lists the account's inboxes, as a 502 the user can read when the
+// inbox API fails.
+func (d *Dashboard) inboxes(ctx context.Context, accountID string) ([]Inbox, error) {
+	if d.cfg.Inboxes == nil {
+		return nil, fail(http.StatusServiceUnavailable, msgNoInboxAPI)
+	}
+	list, err := d.cfg.Inboxes.Inboxes(ctx, accountID)
+	if err != nil {
+		d.cfg.Logger.Warn("listing inboxes failed", zap.String("account_id", accountID), zap.Error(err))
+		return nil, fail(http.StatusBadGateway, "The account's inboxes could not be read: "+err.Error()+". Try again shortly.")
+	}
+	return list, nil
+}
+
+// inboxNames maps server ids to names for keys that have one; it asks the
+// inbox API only when a key is restricted. The error is for a notice: the
+// list still shows, with ids.
+func (d *Dashboard) inboxNames(ctx context.Context, accountID string, ks ...store.Key) (map[string]string, string) {
+	if !slices.ContainsFunc(ks, func(k store.Key) bool { return k.ServerID != "" }) || d.cfg.Inboxes == nil {
+		return nil, ""
+	}
+	list, err := d.inboxes(ctx, accountID)
+	if err != nil {
+		return nil, err.Error()
+	}
+	names := make(map[string]string, len(list))
+	for _, in := range list {
+		names[in.ID] = in.Name
+	}
+	return names, ""
+}

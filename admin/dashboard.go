@@ -1,0 +1,317 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/keygate/keygate/caddymodule/auth"
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+// Backend is what the dashboard works with: the keygate app
+// (*caddymodule.App). Both return nil until the app has started.
+type Backend interface {
+	Store() store.Store
+	Manager() *auth.Manager
+}
+
+// ErrAPIKey is returned by an Identify function for a request that was
+// authenticated with an API key: the dashboard refuses it.
+var ErrAPIKey = errors.New("the dashboard does not accept API keys")
+
+// Config is what a Dashboard needs.
+type Config struct {
+	// Backend gives the store and the key manager.
+	Backend Backend
+	// Inboxes lists an account's inboxes, for server-restricted keys and
+	// for showing inbox names. Nil: restricted keys cannot be created and
+	// the list shows inbox ids.
+	Inboxes InboxLister
+	// Identify returns the signed-in user's id: "" when nobody is signed
+	// in, ErrAPIKey when the request carried an API key.
+	Identify func(*http.Request) (string, error)
+	// ClientIP returns where a request came from, for the audit log.
+	// Default: the host of the request's RemoteAddr.
+	ClientIP func(*http.Request) string
+	// Logger receives one line per action (never a key). Default: none.
+	Logger *zap.Logger
+	// Now is the clock, for "last used 3 minutes ago". Default: time.Now.
+	Now func() time.Time
+}
+
+// Dashboard serves the pages, the JSON API and the static files, on
+// whatever path it is mounted: its pages use relative links only.
+type Dashboard struct {
+	cfg  Config
+	mux  *http.ServeMux
+	cop  *http.CrossOriginProtection
+	csrf atomic.Pointer[csrfKey]
+}
+
+// Messages that the product document and the issue fix.
+const (
+	msgNotAdmin   = "You must be an Account Administrator to manage API keys."
+	msgNoAPIKeys  = "The dashboard does not accept API keys. Sign in to the dashboard instead."
+	msgNoUser     = "You are not signed in. The dashboard needs an authentication handler in front of it (for example basic_auth, or your single sign-on), which sets {http.auth.user.id}."
+	msgNoAccount  = "Account not found, or you are not one of its members."
+	msgNoMember   = "You are not a member of any account. " + msgNotAdmin
+	msgCSRF       = "This request did not come from the dashboard's own page (the CSRF token is missing or does not match). Reload the page and try again."
+	msgCrossSite  = "Cross-site requests are refused. Use the dashboard's own page."
+	msgNoKey      = "API key not found. It may have been deleted."
+	msgBadName    = "Names are 1–100 printable characters, with no space at the start or end."
+	msgNameTaken  = "A key with this name already exists in this account."
+	msgForeign    = "That inbox is not in this account."
+	msgPickInbox  = "Select the inbox the key may use."
+	msgNoInboxAPI = "Server-restricted keys cannot be created here: the dashboard has no inbox_api configured."
+	msgMismatch   = "The name you typed does not match the key's name. The key was not deleted."
+	msgStarting   = "keygate is starting. Try again in a moment."
+	msgInternal   = "Something went wrong. The error was logged; try again."
+)
+
+// New builds a dashboard.
+func New(cfg Config) *Dashboard {
+	if cfg.ClientIP == nil {
+		cfg.ClientIP = remoteHost
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	d := &Dashboard{cfg: cfg, cop: http.NewCrossOriginProtection()}
+	d.routes()
+	return d
+}
+
+// ServeHTTP sets the security headers, then serves the request.
+func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	d.mux.ServeHTTP(w, r)
+}
+
+// handlerFunc serves one route for a signed-in user.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, s *session) error
+
+// routes builds the mux. A path served for some methods answers others
+// with 405 and an Allow header.
+func (d *Dashboard) routes() {
+	d.mux = http.NewServeMux()
+	allow := map[string][]string{}
+	var order []string
+	add := func(method, path string, h http.HandlerFunc) {
+		d.mux.HandleFunc(method+" "+path, h)
+		if _, ok := allow[path]; !ok {
+			order = append(order, path)
+		}
+		allow[path] = append(allow[path], method)
+	}
+	page := func(method, path string, fn handlerFunc) { add(method, path, d.handle(false, fn)) }
+	api := func(method, path string, fn handlerFunc) { add(method, path, d.handle(true, fn)) }
+
+	page("GET", "/{$}", d.keysPage)
+	page("GET", "/new", d.newPage)
+	page("POST", "/create", d.createPage)
+	page("POST", "/reveal", d.revealPage)
+	page("GET", "/delete", d.deleteConfirmPage)
+	page("POST", "/delete", d.deletePage)
+	page("GET", "/audit", d.auditPage)
+	add("GET", "/static/{file}", d.static)
+
+	api("GET", "/api/accounts", d.apiAccounts)
+	api("GET", "/api/accounts/{account}/keys", d.apiKeys)
+	api("POST", "/api/accounts/{account}/keys", d.apiCreate)
+	api("POST", "/api/accounts/{account}/keys/{key}/reveal", d.apiReveal)
+	api("POST", "/api/accounts/{account}/keys/{key}/delete", d.apiDelete)
+	api("GET", "/api/accounts/{account}/inboxes", d.apiInboxes)
+	api("GET", "/api/accounts/{account}/audit", d.apiAudit)
+
+	for _, path := range order {
+		methods := allow[path]
+		if slices.Contains(methods, "GET") {
+			methods = append(methods, "HEAD")
+		}
+		allowed := strings.Join(methods, ", ")
+		d.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allowed)
+			d.writeError(w, r, nil, isAPI(r), fail(http.StatusMethodNotAllowed, "This address takes "+allowed+" only."))
+		})
+	}
+	d.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		d.writeError(w, r, nil, isAPI(r), fail(http.StatusNotFound, "There is no such page."))
+	})
+}
+
+func isAPI(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/api/") }
+
+// session is one request of a signed-in user.
+type session struct {
+	user    string
+	st      store.Store
+	mgr     *auth.Manager
+	csrfKey []byte
+	members []store.Membership // nil until loaded
+	loaded  bool
+}
+
+// handle identifies the user, refuses cross-site unsafe requests, and
+// renders what fn returns as an error.
+func (d *Dashboard) handle(api bool, fn handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s, err := d.begin(w, r)
+		if err == nil {
+			err = fn(w, r, s)
+		}
+		if err != nil {
+			d.writeError(w, r, s, api, err)
+		}
+	}
+}
+
+func (d *Dashboard) begin(w http.ResponseWriter, r *http.Request) (*session, error) {
+	user, err := d.cfg.Identify(r)
+	switch {
+	case errors.Is(err, ErrAPIKey):
+		return nil, fail(http.StatusForbidden, msgNoAPIKeys)
+	case err != nil:
+		return nil, err
+	case user == "":
+		return nil, fail(http.StatusUnauthorized, msgNoUser)
+	}
+	st, mgr := d.cfg.Backend.Store(), d.cfg.Backend.Manager()
+	if st == nil || mgr == nil {
+		return nil, fail(http.StatusServiceUnavailable, msgStarting)
+	}
+	s := &session{user: user, st: st, mgr: mgr, csrfKey: d.csrfKeyOf(mgr)}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if err := d.cop.Check(r); err != nil {
+			return s, fail(http.StatusForbidden, msgCrossSite)
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	}
+	return s, nil
+}
+
+// csrfKeyOf derives the CSRF key from the manager's keyring once.
+func (d *Dashboard) csrfKeyOf(mgr *auth.Manager) []byte {
+	if k := d.csrf.Load(); k != nil && k.kr == mgr.Keyring {
+		return k.key
+	}
+	k := &csrfKey{kr: mgr.Keyring, key: mgr.Keyring.DeriveKey(csrfPurpose)}
+	d.csrf.Store(k)
+	return k.key
+}
+
+// account is an account the user may manage.
+type account struct {
+	ID   string
+	Name string
+	Role store.Role
+}
+
+// memberships returns the user's accounts with their names, sorted by name.
+func (s *session) memberships(ctx context.Context) ([]account, error) {
+	if !s.loaded {
+		ms, err := s.st.MembershipsOf(ctx, s.user)
+		if err != nil {
+			return nil, err
+		}
+		s.members, s.loaded = ms, true
+	}
+	out := make([]account, 0, len(s.members))
+	for _, m := range s.members {
+		a, err := s.st.GetAccount(ctx, m.AccountID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, account{ID: a.ID, Name: a.Name, Role: m.Role})
+	}
+	slices.SortFunc(out, func(a, b account) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// admin returns the account if the user administers it: the check every
+// request that names an account goes through.
+func (s *session) admin(ctx context.Context, accountID string) (account, error) {
+	accts, err := s.memberships(ctx)
+	if err != nil {
+		return account{}, err
+	}
+	for _, a := range accts {
+		if a.ID == accountID && accountID != "" {
+			if a.Role != store.Admin {
+				return a, fail(http.StatusForbidden, msgNotAdmin)
+			}
+			return a, nil
+		}
+	}
+	return account{}, fail(http.StatusNotFound, msgNoAccount)
+}
+
+// checkCSRF compares the request's token with the user's token for the
+// account.
+func (s *session) checkCSRF(accountID, got string) error {
+	if !validCSRF(s.csrfKey, s.user, accountID, got) {
+		return fail(http.StatusForbidden, msgCSRF)
+	}
+	return nil
+}
+
+func (s *session) token(accountID string) string { return csrfToken(s.csrfKey, s.user, accountID) }
+
+// actor is the audit log's who and from where.
+func (d *Dashboard) actor(r *http.Request, s *session) auth.Actor {
+	return auth.Actor{UserID: s.user, RemoteAddr: d.cfg.ClientIP(r)}
+}
+
+// problem is an error with a status and a message fit for the user.
+type problem struct {
+	status int
+	msg    string
+}
+
+func (p *problem) Error() string { return p.msg }
+
+func fail(status int, msg string) error { return &problem{status: status, msg: msg} }
+
+// statusOf maps an error to its status and a message for the user,
+// logging what the user is not told.
+func (d *Dashboard) statusOf(r *http.Request, err error) (int, string) {
+	var p *problem
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &p):
+		return p.status, p.msg
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge, "The request is too large."
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, msgNoKey
+	}
+	d.cfg.Logger.Error("dashboard request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+	return http.StatusInternalServerError, msgInternal
+}
+
+func remoteHost(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}

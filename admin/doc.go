@@ -1,0 +1,41 @@
+// Package admin is keygate's dashboard: the pages and the JSON API with
+// which Account Administrators create, reveal and delete their account's
+// API keys, and read the audit log of those actions.
+//
+// It has two layers. [Dashboard] is a plain [net/http.Handler] that takes
+// everything it needs as inputs (the keygate app's store and key manager,
+// a lister of the account's inboxes, and a function that says who the
+// signed-in user is) and can be tested without Caddy. [Handler] is the
+// Caddy module http.handlers.keygate_admin and its Caddyfile directive
+// keygate_admin: it takes the user from {http.auth.user.id}, set by
+// whichever authentication runs in front of it, and the store and manager
+// from the keygate app.
+//
+// # Routes
+//
+// Relative to wherever the module is mounted (a site root, or a path with
+// handle_path):
+//
+//	GET  /                         the account's API keys (?account=<id>)
+//	GET  /new?type=standard|restricted&account=<id>   the create form
+//	POST /create                   create a key; the response shows it once
+//	POST /reveal                   show a key again
+//	GET  /delete?account=&key=     the delete confirmation (without JavaScript)
+//	POST /delete                   delete a key; confirm_name must be its name
+//	GET  /audit                    the audit log (?account=<id>&before=<event id>)
+//	GET  /static/...               the page's stylesheet and script
+//
+//	GET  /api/accounts                                   the user's accounts, with a CSRF token each
+//	GET  /api/accounts/{account}/keys                    the account's keys
+//	POST /api/accounts/{account}/keys                    {"name","type","server"} → the key, once
+//	POST /api/accounts/{account}/keys/{key}/reveal       → {"key": …}
+//	POST /api/accounts/{account}/keys/{key}/delete       {"name"} must be the key's name
+//	GET  /api/accounts/{account}/inboxes                 the account's inboxes, from the inbox API
+//	GET  /api/accounts/{account}/audit                   ?before=<event id>&limit=<n>
+//
+// Every request needs a signed-in user who is an administrator of the
+// account it names; a request authenticated with an API key is refused.
+// Every POST needs the account's CSRF token (form field csrf_token or
+// header X-CSRF-Token) and must not come from another site. Every response
+// carries a strict Content-Security-Policy, forbids framing and caching.
+package admin

@@ -1,0 +1,448 @@
+package admin
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"html/template"
+	"net/http"
+	"path"
+	"strconv"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
+
+	"github.com/keygate/keygate/caddymodule/store"
+)
+
+//go:embed web
+var webFS embed.FS
+
+// funcs are the templates' helpers.
+var funcs = template.FuncMap{
+	// secret is the argument of the secret-field template.
+	"secret": func(id, value string) map[string]string { return map[string]string{"ID": id, "Value": value} },
+}
+
+// templates holds one template set per page: the layout, the icons and
+// the page's content.
+var templates = func() map[string]*template.Template {
+	out := map[string]*template.Template{}
+	for _, name := range []string{"keys", "new", "secret", "delete", "deleted", "audit", "error"} {
+		out[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(webFS,
+			"web/templates/layout.html", "web/templates/icons.html", "web/templates/"+name+".html"))
+	}
+	return out
+}()
+
+// view is what every page shows around its content.
+type view struct {
+	Title    string
+	User     string
+	Accounts []account // the account switcher, when there are several
+	Account  *account  // the current account; nil on some error pages
+	CSRF     string    // the current account's token
+	Section  string    // "keys" or "audit": the current navigation item
+}
+
+// keyRow is a key as the pages show it.
+type keyRow struct {
+	ID, Name, Display string
+	Restricted        bool
+	ServerID          string
+	InboxName         string // "" when unknown
+	Created           string
+	CreatedISO        string
+	CreatedBy         string
+	LastUsed          string // "never", or "3 minutes ago"
+	LastUsedTitle     string
+}
+
+const timeLayout = "2 Jan 2006, 15:04 UTC"
+
+func (d *Dashboard) row(k store.Key, names map[string]string) keyRow {
+	kr := keyRow{
+		ID: k.ID, Name: k.Name, Display: k.Display,
+		Restricted: k.Type == store.Restricted, ServerID: k.ServerID, InboxName: names[k.ServerID],
+		Created: k.CreatedAt.UTC().Format(timeLayout), CreatedISO: k.CreatedAt.UTC().Format(time.RFC3339),
+		CreatedBy: k.CreatedBy, LastUsed: "never",
+	}
+	if k.LastUsed != nil {
+		kr.LastUsed = humanize.RelTime(*k.LastUsed, d.cfg.Now(), "ago", "from now")
+		kr.LastUsedTitle = k.LastUsed.UTC().Format(timeLayout)
+	}
+	return kr
+}
+
+func (d *Dashboard) base(s *session, accts []account, acct *account, title, section string) view {
+	v := view{Title: title, User: s.user, Accounts: accts, Account: acct, Section: section}
+	if acct != nil {
+		v.CSRF = s.token(acct.ID)
+	}
+	return v
+}
+
+// render writes a page; a template error is returned before anything is
+// written.
+func (d *Dashboard) render(w http.ResponseWriter, status int, name string, data any) error {
+	var buf bytes.Buffer
+	if err := templates[name].ExecuteTemplate(&buf, "layout", data); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type keysView struct {
+	view
+	Keys        []keyRow
+	InboxError  string
+	CanRestrict bool
+}
+
+// keysPage lists the account's keys: the account of ?account=, or the
+// user's first account that they administer.
+func (d *Dashboard) keysPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	accts, err := s.memberships(ctx)
+	if err != nil {
+		return err
+	}
+	id := r.URL.Query().Get("account")
+	if id == "" {
+		if len(accts) == 0 {
+			return fail(http.StatusForbidden, msgNoMember)
+		}
+		id = accts[0].ID
+		for _, a := range accts {
+			if a.Role == store.Admin {
+				id = a.ID
+				break
+			}
+		}
+	}
+	acct, err := s.admin(ctx, id)
+	if err != nil {
+		return err
+	}
+	ks, err := s.st.ListKeys(ctx, acct.ID)
+	if err != nil {
+		return err
+	}
+	names, inboxErr := d.inboxNames(ctx, acct.ID, ks...)
+	v := keysView{view: d.base(s, accts, &acct, "API Keys", "keys"), InboxError: inboxErr, CanRestrict: d.cfg.Inboxes != nil}
+	for _, k := range ks {
+		v.Keys = append(v.Keys, d.row(k, names))
+	}
+	return d.render(w, http.StatusOK, "keys", v)
+}
+
+type newView struct {
+	view
+	Restricted bool
+	Name       string
+	Server     string
+	Inboxes    []Inbox
+	InboxError string
+	Error      string
+}
+
+// newPage is the form of "Create standard key" and "Create
+// server-restricted key".
+func (d *Dashboard) newPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	acct, err := s.admin(ctx, q.Get("account"))
+	if err != nil {
+		return err
+	}
+	v := newView{}
+	switch q.Get("type") {
+	case "", string(store.Standard):
+	case string(store.Restricted):
+		v.Restricted = true
+		if v.Inboxes, err = d.inboxes(ctx, acct.ID); err != nil {
+			v.InboxError = err.Error()
+		}
+	default:
+		return fail(http.StatusNotFound, "There is no such key type: keys are standard or server-restricted.")
+	}
+	return d.renderNew(w, r, s, acct, http.StatusOK, v)
+}
+
+func (d *Dashboard) renderNew(w http.ResponseWriter, r *http.Request, s *session, acct account, status int, v newView) error {
+	accts, err := s.memberships(r.Context())
+	if err != nil {
+		return err
+	}
+	title := "Create standard key"
+	if v.Restricted {
+		title = "Create server-restricted key"
+	}
+	v.view = d.base(s, accts, &acct, title, "keys")
+	return d.render(w, status, "new", v)
+}
+
+// formAccount checks the form's account and CSRF token.
+func formAccount(r *http.Request, s *session) (account, error) {
+	acct, err := s.admin(r.Context(), r.PostFormValue("account"))
+	if err != nil {
+		return acct, err
+	}
+	return acct, s.checkCSRF(acct.ID, r.PostFormValue("csrf_token"))
+}
+
+type secretView struct {
+	view
+	Created bool
+	Key     keyRow
+	Secret  string
+}
+
+// createPage creates a key from the form and shows it once; on a refusal
+// it shows the form again with the reason.
+func (d *Dashboard) createPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	acct, err := formAccount(r, s)
+	if err != nil {
+		return err
+	}
+	in := createInput{Name: r.PostFormValue("name"), Type: r.PostFormValue("type"), Server: r.PostFormValue("server")}
+	k, secret, inboxes, err := d.create(r, s, acct, in)
+	if err != nil {
+		var p *problem
+		if !errors.As(err, &p) {
+			return err
+		}
+		v := newView{Restricted: in.Type == string(store.Restricted), Name: in.Name, Server: in.Server, Inboxes: inboxes, Error: p.msg}
+		if v.Restricted && inboxes == nil {
+			if v.Inboxes, err = d.inboxes(r.Context(), acct.ID); err != nil {
+				v.InboxError = err.Error()
+			}
+		}
+		return d.renderNew(w, r, s, acct, p.status, v)
+	}
+	names := map[string]string{}
+	for _, in := range inboxes {
+		names[in.ID] = in.Name
+	}
+	return d.renderSecret(w, r, s, acct, true, d.row(k, names), secret)
+}
+
+// revealPage shows a key again (the page without JavaScript; the list's
+// script uses the JSON API).
+func (d *Dashboard) revealPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	acct, err := formAccount(r, s)
+	if err != nil {
+		return err
+	}
+	k, secret, err := d.reveal(r, s, acct, r.PostFormValue("key"))
+	if err != nil {
+		return err
+	}
+	names, _ := d.inboxNames(r.Context(), acct.ID, k)
+	return d.renderSecret(w, r, s, acct, false, d.row(k, names), secret)
+}
+
+func (d *Dashboard) renderSecret(w http.ResponseWriter, r *http.Request, s *session, acct account, created bool, k keyRow, secret string) error {
+	accts, err := s.memberships(r.Context())
+	if err != nil {
+		return err
+	}
+	title := "API key"
+	if created {
+		title = "API key created"
+	}
+	return d.render(w, http.StatusOK, "secret", secretView{view: d.base(s, accts, &acct, title, "keys"), Created: created, Key: k, Secret: secret})
+}
+
+type deleteView struct {
+	view
+	Key   keyRow
+	Typed string
+	Error string
+}
+
+// deleteConfirmPage is the confirmation for browsers without JavaScript
+// (the list's script opens the same form in a dialog). It changes nothing.
+func (d *Dashboard) deleteConfirmPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	acct, err := s.admin(ctx, q.Get("account"))
+	if err != nil {
+		return err
+	}
+	if q.Get("key") == "" {
+		return fail(http.StatusNotFound, msgNoKey)
+	}
+	k, err := s.st.GetKey(ctx, acct.ID, q.Get("key"))
+	if err != nil {
+		return err
+	}
+	return d.renderDelete(w, r, s, acct, http.StatusOK, deleteView{Key: d.row(k, nil)})
+}
+
+func (d *Dashboard) renderDelete(w http.ResponseWriter, r *http.Request, s *session, acct account, status int, v deleteView) error {
+	accts, err := s.memberships(r.Context())
+	if err != nil {
+		return err
+	}
+	v.view = d.base(s, accts, &acct, "Delete API key", "keys")
+	return d.render(w, status, "delete", v)
+}
+
+type deletedView struct {
+	view
+	Key keyRow
+}
+
+// deletePage deletes the key if confirm_name is exactly its name.
+func (d *Dashboard) deletePage(w http.ResponseWriter, r *http.Request, s *session) error {
+	acct, err := formAccount(r, s)
+	if err != nil {
+		return err
+	}
+	typed := r.PostFormValue("confirm_name")
+	k, err := d.remove(r, s, acct, r.PostFormValue("key"), typed)
+	if err != nil {
+		var p *problem
+		if errors.As(err, &p) && p.msg == msgMismatch {
+			return d.renderDelete(w, r, s, acct, p.status, deleteView{Key: d.row(k, nil), Typed: typed, Error: p.msg})
+		}
+		return err
+	}
+	accts, err := s.memberships(r.Context())
+	if err != nil {
+		return err
+	}
+	return d.render(w, http.StatusOK, "deleted", deletedView{view: d.base(s, accts, &acct, "API key deleted", "keys"), Key: d.row(k, nil)})
+}
+
+// auditPageSize is how many events a page of the audit log shows.
+const auditPageSize = 50
+
+type eventRow struct {
+	ID                         int64
+	When, WhenISO              string
+	Actor, Action, ActionClass string
+	KeyID, KeyName, KeyDisplay string
+	From                       string
+}
+
+type auditView struct {
+	view
+	Events []eventRow
+	Older  int64 // the before= of the next page; 0 when this is the last
+	Paged  bool  // this is not the first page
+}
+
+var actionLabels = map[string][2]string{
+	store.ActionCreate: {"Created", "create"},
+	store.ActionReveal: {"Revealed", "reveal"},
+	store.ActionDelete: {"Deleted", "delete"},
+}
+
+// auditPage lists the account's audit log, newest first.
+func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	acct, err := s.admin(ctx, q.Get("account"))
+	if err != nil {
+		return err
+	}
+	before, _ := strconv.ParseInt(q.Get("before"), 10, 64)
+	evs, err := s.st.ListAudit(ctx, acct.ID, max(before, 0), auditPageSize+1)
+	if err != nil {
+		return err
+	}
+	accts, err := s.memberships(ctx)
+	if err != nil {
+		return err
+	}
+	v := auditView{view: d.base(s, accts, &acct, "Audit log", "audit"), Paged: before > 0}
+	if len(evs) > auditPageSize {
+		evs = evs[:auditPageSize]
+		v.Older = evs[len(evs)-1].ID
+	}
+	for _, ev := range evs {
+		label, ok := actionLabels[ev.Action]
+		if !ok {
+			label = [2]string{ev.Action, "other"}
+		}
+		from := ev.RemoteAddr
+		if from == "" {
+			from = "command line"
+		}
+		v.Events = append(v.Events, eventRow{
+			ID: ev.ID, When: ev.At.UTC().Format(timeLayout), WhenISO: ev.At.UTC().Format(time.RFC3339),
+			Actor: ev.Actor, Action: label[0], ActionClass: label[1],
+			KeyID: ev.KeyID, KeyName: ev.KeyName, KeyDisplay: ev.KeyDisplay, From: from,
+		})
+	}
+	return d.render(w, http.StatusOK, "audit", v)
+}
+
+type errorView struct {
+	view
+	Status  int
+	Message string
+}
+
+var errorTitles = map[int]string{
+	http.StatusUnauthorized:        "Sign-in required",
+	http.StatusForbidden:           "Not allowed",
+	http.StatusNotFound:            "Not found",
+	http.StatusMethodNotAllowed:    "Method not allowed",
+	http.StatusBadGateway:          "Inbox API unavailable",
+	http.StatusServiceUnavailable:  "Unavailable",
+	http.StatusInternalServerError: "Something went wrong",
+}
+
+// writeError answers an error as a page or as JSON.
+func (d *Dashboard) writeError(w http.ResponseWriter, r *http.Request, s *session, api bool, err error) {
+	status, msg := d.statusOf(r, err)
+	if api {
+		writeJSON(w, status, map[string]string{"error": msg})
+		return
+	}
+	title := errorTitles[status]
+	if title == "" {
+		title = http.StatusText(status)
+	}
+	v := errorView{view: view{Title: title}, Status: status, Message: msg}
+	if s != nil && status != http.StatusInternalServerError {
+		v.User = s.user
+		v.Accounts, _ = s.memberships(r.Context())
+	}
+	if err := d.render(w, status, "error", v); err != nil {
+		d.cfg.Logger.Error("rendering error page", zap.Error(err))
+		http.Error(w, msg, status)
+	}
+}
+
+// staticTypes are the content types of the static files.
+var staticTypes = map[string]string{
+	".css": "text/css; charset=utf-8",
+	".js":  "text/javascript; charset=utf-8",
+	".svg": "image/svg+xml",
+}
+
+// static serves the stylesheet, the script and the icon.
+func (d *Dashboard) static(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("file")
+	typ, ok := staticTypes[path.Ext(name)]
+	b, err := webFS.ReadFile("web/static/" + name)
+	if !ok || err != nil {
+		d.writeError(w, r, nil, false, fail(http.StatusNotFound, "There is no such file."))
+		return
+	}
+	w.Header().Set("Content-Type", typ)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(b)
+	}
+}
