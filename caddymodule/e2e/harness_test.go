@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"bytes"
+	"flag"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -30,7 +31,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	keygateBin = filepath.Join(dir, "keygate")
-	build := osexec.Command("go", "build", "-o", keygateBin, "github.com/keygate/keygate/cmd/keygate")
+	// Built with the race detector for the tests: the processes serve real
+	// concurrent traffic, and a data race in them fails the test that saw
+	// it. Benchmarks measure the binary as it ships.
+	flag.Parse()
+	args := []string{"build", "-race", "-o", keygateBin, "github.com/keygate/keygate/cmd/keygate"}
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		args = []string{"build", "-trimpath", "-o", keygateBin, "github.com/keygate/keygate/cmd/keygate"}
+	}
+	build := osexec.Command("go", args...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building keygate:", err)
@@ -56,7 +65,7 @@ func rememberKey(k string) {
 
 // node is one keygate process with its own home, config and ports.
 type node struct {
-	t         *testing.T
+	t         testing.TB
 	dir       string // HOME and XDG directories live here
 	config    string // path of the Caddyfile
 	adminAddr string
@@ -93,7 +102,7 @@ func (c nodeConfig) render(adminAddr, addr string) string {
 
 // newNode writes the config but does not start the process, so that the
 // command line can prepare the store first.
-func newNode(t *testing.T, cfg nodeConfig) *node {
+func newNode(t testing.TB, cfg nodeConfig) *node {
 	t.Helper()
 	n := &node{t: t, dir: t.TempDir(), adminAddr: freeAddr(t), addr: freeAddr(t)}
 	n.config = filepath.Join(n.dir, "Caddyfile")
@@ -170,6 +179,9 @@ func (n *node) stop() {
 	}
 	// No key may ever reach a log line, at any level.
 	logs := n.out.String()
+	if strings.Contains(logs, "WARNING: DATA RACE") {
+		n.t.Errorf("the race detector found a data race in keygate:\n%s", logs[strings.Index(logs, "WARNING: DATA RACE"):])
+	}
 	issuedKeys.Lock()
 	defer issuedKeys.Unlock()
 	for _, k := range issuedKeys.list {
@@ -285,7 +297,7 @@ type upstream struct {
 	seen []*http.Request
 }
 
-func newUpstream(t *testing.T) *upstream {
+func newUpstream(t testing.TB) *upstream {
 	u := &upstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
@@ -306,7 +318,7 @@ func (u *upstream) count() int {
 	return len(u.seen)
 }
 
-func (u *upstream) last(t *testing.T) *http.Request {
+func (u *upstream) last(t testing.TB) *http.Request {
 	t.Helper()
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -318,7 +330,7 @@ func (u *upstream) last(t *testing.T) *http.Request {
 
 // freeAddr returns a loopback address with a port that was free a moment
 // ago: tests never use fixed ports.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -345,7 +357,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func exec(t *testing.T, name string, args ...string) (string, error) {
+func exec(t testing.TB, name string, args ...string) (string, error) {
 	t.Helper()
 	out, err := osexec.Command(name, args...).CombinedOutput()
 	return string(out), err

@@ -350,7 +350,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-func lineOf(t *testing.T, path, token string) int {
+func lineOf(t testing.TB, path, token string) int {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -365,7 +365,7 @@ func lineOf(t *testing.T, path, token string) int {
 	return 0
 }
 
-func deleteKeys(t *testing.T, dsn string, names ...string) {
+func deleteKeys(t testing.TB, dsn string, names ...string) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
@@ -380,7 +380,7 @@ func deleteKeys(t *testing.T, dsn string, names ...string) {
 }
 
 // connections counts the Postgres sessions with the application name.
-func connections(t *testing.T, appName string) int {
+func connections(t testing.TB, appName string) int {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, pgtest.BaseURL())
@@ -395,7 +395,7 @@ func connections(t *testing.T, appName string) int {
 	return n
 }
 
-func goroutines(t *testing.T, n *node) int {
+func goroutines(t testing.TB, n *node) int {
 	t.Helper()
 	m := regexp.MustCompile(`goroutine profile: total (\d+)`).FindStringSubmatch(n.adminGet("/debug/pprof/goroutine?debug=1"))
 	if m == nil {
@@ -415,7 +415,7 @@ type tcpProxy struct {
 	conns  map[net.Conn]bool
 }
 
-func newTCPProxy(t *testing.T, target string) *tcpProxy {
+func newTCPProxy(t testing.TB, target string) *tcpProxy {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,572 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keygate/keygate/caddymodule/internal/pgtest"
+	"github.com/keygate/keygate/caddymodule/keys"
+	"github.com/keygate/keygate/caddymodule/store"
+	"github.com/keygate/keygate/caddymodule/store/postgres"
+)
+
+// e2eSecret is the KEYGATE_SECRET every node gets (harness_test.go).
+const e2eSecret = "e2e-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+
+// staleBound is the nodes' stale_bound: short, so that the fault tests
+// see it run out.
+const staleBound = time.Second
+
+// fleet is several keygate nodes sharing one Postgres, and the test's own
+// handle on the store, through which it creates and deletes keys exactly
+// as a node's dashboard does (the same transaction and notification).
+type fleet struct {
+	t       testing.TB
+	dsn     string
+	st      *postgres.Store
+	kr      *keys.Keyring
+	account string
+	nodes   []*node
+}
+
+// newFleet starts n nodes. dsnFor gives node i's store DSN (through a
+// proxy, or to another cluster) and listen DSN.
+func newFleet(t testing.TB, n int, dsn string, dsnFor func(i int) (storeDSN, listenDSN string)) *fleet {
+	t.Helper()
+	ctx := t.Context()
+	f := &fleet{t: t, dsn: dsn}
+	var err error
+	if f.st, err = postgres.Open(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.st.Close() })
+	if err := f.st.Migrate(ctx); err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	if f.kr, err = keys.NewKeyring([]byte(e2eSecret)); err != nil {
+		t.Fatal(err)
+	}
+	a, err := f.st.CreateAccount(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.account = a.ID
+	up := newUpstream(t)
+	for i := range n {
+		storeDSN, listenDSN := dsnFor(i)
+		nd := newNode(t, nodeConfig{
+			global: "\t\tstore postgres " + strconv.Quote(storeDSN) + " {\n\t\t\tlisten " + strconv.Quote(listenDSN) + "\n\t\t}\n" +
+				"\t\tsecret {env.KEYGATE_SECRET}\n\t\tcache_ttl 10m\n\t\tnegative_ttl 10m\n\t\tstore_timeout 500ms\n" +
+				"\t\tstale_bound " + staleBound.String(),
+			upstream: up.addr(),
+		})
+		nd.start()
+		f.nodes = append(f.nodes, nd)
+	}
+	// Every node is following before the test starts.
+	f.waitFor("every node to report itself", 30*time.Second, func() bool {
+		ins, err := f.st.ListInstances(ctx, time.Now().Add(-5*time.Second))
+		up := 0
+		for _, in := range ins {
+			if in.ListenerUp {
+				up++
+			}
+		}
+		return err == nil && up == n
+	})
+	return f
+}
+
+func sameDSN(dsn string) func(int) (string, string) {
+	return func(i int) (string, string) { return dsn, dsn + "&application_name=kg-listener-" + strconv.Itoa(i) }
+}
+
+func (f *fleet) waitFor(what string, limit time.Duration, cond func() bool) {
+	f.t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// mint makes a key without storing it.
+func (f *fleet) mint(name string) (store.Key, string) {
+	secret, _ := keys.New()
+	id, _ := keys.NewID("key")
+	sealed, err := f.kr.Seal(secret, f.account, id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	rememberKey(string(secret))
+	return store.Key{ID: id, AccountID: f.account, Name: name, Type: store.Standard, Display: secret.Display(),
+		Digest: f.kr.Digest([]byte(secret)), Sealed: sealed, CreatedBy: "fleet-test"}, string(secret)
+}
+
+func (f *fleet) create(k store.Key) store.Key {
+	f.t.Helper()
+	k, err := f.st.CreateKey(context.Background(), k, store.AuditEvent{Actor: "fleet-test"})
+	if err != nil {
+		f.t.Fatalf("creating key: %v", err)
+	}
+	return k
+}
+
+func (f *fleet) delete(k store.Key) time.Time {
+	f.t.Helper()
+	if _, err := f.st.DeleteKey(context.Background(), f.account, k.ID, store.AuditEvent{Actor: "fleet-test", Action: store.ActionDelete}); err != nil {
+		f.t.Fatalf("deleting key: %v", err)
+	}
+	return time.Now()
+}
+
+var probeClient = &http.Client{Timeout: 5 * time.Second}
+
+// probe returns the status a node answers for the key (0: no answer).
+func probe(n *node, key string) int {
+	req, _ := http.NewRequest("GET", "http://"+n.addr+"/api/servers", nil)
+	req.Header.Set("Authorization", bearer(key))
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// watch probes every node with the keys until stopped, and fails the test
+// if a live key is ever told 401 or a deleted key is accepted later than
+// staleBound after its deletion committed.
+type watch struct {
+	f       *fleet
+	mu      sync.Mutex
+	live    map[string]bool
+	deleted map[string]time.Time
+	stop    chan struct{}
+	done    sync.WaitGroup
+	probes  atomic.Int64
+}
+
+func (f *fleet) watch(keys ...string) *watch {
+	w := &watch{f: f, live: map[string]bool{}, deleted: map[string]time.Time{}, stop: make(chan struct{})}
+	for _, k := range keys {
+		w.live[k] = true
+	}
+	for _, n := range f.nodes {
+		w.done.Add(1)
+		go func() {
+			defer w.done.Done()
+			for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				w.mu.Lock()
+				ks := make([]string, 0, len(w.live)+len(w.deleted))
+				for k := range w.live {
+					ks = append(ks, k)
+				}
+				for k := range w.deleted {
+					ks = append(ks, k)
+				}
+				w.mu.Unlock()
+				for _, k := range ks {
+					// The deletion time is read before the request is sent:
+					// only a request sent after the bound may not pass.
+					w.mu.Lock()
+					at, wasDeleted := w.deleted[k]
+					w.mu.Unlock()
+					sent := time.Now()
+					status := probe(n, k)
+					w.probes.Add(1)
+					switch {
+					case !wasDeleted && status == http.StatusUnauthorized:
+						w.mu.Lock()
+						_, deletedMeanwhile := w.deleted[k]
+						w.mu.Unlock()
+						if !deletedMeanwhile {
+							f.t.Errorf("a valid key (%s…) was told 401 by %s", k[:8], n.addr)
+						}
+					case wasDeleted && status == http.StatusOK && sent.After(at.Add(staleBound)):
+						f.t.Errorf("a key (%s…) deleted %v before was accepted by %s", k[:8], sent.Sub(at), n.addr)
+					}
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+	return w
+}
+
+// deleting moves a key from live to deleted and deletes it. Its deletion
+// time is taken before the commit: the strictest reading of the bound.
+func (w *watch) deleting(key string, k store.Key) {
+	w.mu.Lock()
+	delete(w.live, key)
+	w.deleted[key] = time.Now()
+	w.mu.Unlock()
+	w.f.delete(k)
+}
+
+func (w *watch) finish() {
+	close(w.stop)
+	w.done.Wait()
+	if w.probes.Load() == 0 {
+		w.f.t.Fatal("the watch sent no request")
+	}
+}
+
+// TestFleetRevocation: three nodes on one Postgres. A key deleted (as one
+// node's dashboard does) is refused by every node at once, and a key
+// created is accepted by every node at once, though they had cached it as
+// unknown.
+func TestFleetRevocation(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	f := newFleet(t, 3, dsn, sameDSN(dsn))
+
+	doomed, doomedKey := f.mint("doomed")
+	doomed = f.create(doomed)
+	for _, n := range f.nodes {
+		if s := probe(n, doomedKey); s != 200 {
+			t.Fatalf("before deletion %s answered %d", n.addr, s)
+		}
+	}
+	committed := f.delete(doomed)
+	f.waitFor("every node to refuse the deleted key", 2*time.Second, func() bool {
+		for _, n := range f.nodes {
+			if probe(n, doomedKey) != http.StatusUnauthorized {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("deleted key refused by all 3 nodes %v after its commit", time.Since(committed))
+
+	// The receipts: every live instance applied the deletion.
+	f.waitFor("3 of 3 receipts", 5*time.Second, func() bool {
+		ins, _ := f.st.ListInstances(t.Context(), time.Now().Add(-6*time.Second))
+		last, _ := f.st.LastKeyEvent(t.Context())
+		n := 0
+		for _, in := range ins {
+			if in.AppliedSeq >= last {
+				n++
+			}
+		}
+		return len(ins) == 3 && n == 3
+	})
+
+	// A key every node has cached as unknown works everywhere once created.
+	fresh, freshKey := f.mint("fresh")
+	for _, n := range f.nodes {
+		if s := probe(n, freshKey); s != http.StatusUnauthorized {
+			t.Fatalf("a key not yet created: %s answered %d", n.addr, s)
+		}
+	}
+	f.create(fresh)
+	f.waitFor("every node to accept the new key", 2*time.Second, func() bool {
+		for _, n := range f.nodes {
+			if probe(n, freshKey) != http.StatusOK {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// terminateListeners kills the Postgres backends of the listeners whose
+// application name starts with prefix, as an operator or a failover would.
+func terminateListeners(t testing.TB, dsn, prefix string) int {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	err = conn.QueryRow(t.Context(), `select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name like $1 || '%'`, prefix).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestFleetListenerKilled kills a node's listener backend and deletes a
+// key at once: the node must still refuse it within the bound, and no valid
+// key is ever refused.
+func TestFleetListenerKilled(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	prefix := "kg-lk-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	f := newFleet(t, 2, dsn, func(i int) (string, string) { return dsn, dsn + "&application_name=" + prefix + strconv.Itoa(i) })
+	live, liveKey := f.mint("live")
+	f.create(live)
+	var doomed []store.Key
+	var doomedKeys []string
+	for i := range 3 {
+		k, s := f.mint("doomed " + strconv.Itoa(i))
+		doomed = append(doomed, f.create(k))
+		doomedKeys = append(doomedKeys, s)
+	}
+	w := f.watch(append([]string{liveKey}, doomedKeys...)...)
+	time.Sleep(200 * time.Millisecond) // everything cached
+
+	for i := range doomed {
+		if n := terminateListeners(t, dsn, prefix+"0"); n != 1 {
+			t.Fatalf("terminated %d listeners, want 1", n)
+		}
+		w.deleting(doomedKeys[i], doomed[i]) // while node 0 reconnects
+		time.Sleep(staleBound + 300*time.Millisecond)
+	}
+	w.finish()
+	for _, n := range f.nodes {
+		for _, k := range doomedKeys {
+			if s := probe(n, k); s != http.StatusUnauthorized {
+				t.Errorf("%s answers %d for a deleted key", n.addr, s)
+			}
+		}
+		if s := probe(n, liveKey); s != http.StatusOK {
+			t.Errorf("%s answers %d for the live key", n.addr, s)
+		}
+	}
+}
+
+// TestFleetStoreUnreachable cuts one node off from Postgres (pool and
+// listener, through a proxy the test controls), deletes a key meanwhile,
+// and brings it back: while cut off, the node serves cached keys only
+// within the bound and answers 503, never 401, for the rest; back, it
+// applies the deletion it missed, by itself.
+func TestFleetStoreUnreachable(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	proxy := newTCPProxy(t, "127.0.0.1:5432")
+	proxied := strings.Replace(dsn, "127.0.0.1:5432", proxy.addr, 1)
+	f := newFleet(t, 2, dsn, func(i int) (string, string) {
+		if i == 0 {
+			return proxied, proxied
+		}
+		return dsn, dsn
+	})
+	cut := f.nodes[0]
+	live, liveKey := f.mint("live")
+	f.create(live)
+	doomed, doomedKey := f.mint("doomed")
+	doomed = f.create(doomed)
+	w := f.watch(liveKey, doomedKey)
+	time.Sleep(200 * time.Millisecond)
+
+	proxy.setDown(true)
+	w.deleting(doomedKey, doomed)
+	// Within the bound the cut-off node may still serve its cached keys;
+	// past it, it must ask the store, which does not answer: 503.
+	time.Sleep(staleBound + 500*time.Millisecond)
+	for _, k := range []string{liveKey, doomedKey} {
+		if s := probe(cut, k); s != http.StatusServiceUnavailable {
+			t.Errorf("cut-off node past the bound answers %d, want 503", s)
+		}
+	}
+	if s := probe(f.nodes[1], doomedKey); s != http.StatusUnauthorized {
+		t.Errorf("connected node answers %d for the deleted key", s)
+	}
+	proxy.setDown(false)
+	f.waitFor("the cut-off node to recover", 15*time.Second, func() bool {
+		return probe(cut, liveKey) == http.StatusOK && probe(cut, doomedKey) == http.StatusUnauthorized
+	})
+	w.finish()
+}
+
+// TestFleetPostgresRestart runs the fleet on a throwaway Postgres cluster
+// the test starts itself, restarts it, and deletes a key right after.
+func TestFleetPostgresRestart(t *testing.T) {
+	t.Parallel()
+	pg := startCluster(t)
+	f := newFleet(t, 2, pg.dsn, sameDSN(pg.dsn))
+	live, liveKey := f.mint("live")
+	f.create(live)
+	doomed, doomedKey := f.mint("doomed")
+	doomed = f.create(doomed)
+	w := f.watch(liveKey, doomedKey)
+	time.Sleep(200 * time.Millisecond)
+
+	pg.ctl("restart", "-m", "fast")
+	// The test's own pool reconnects on its next query.
+	f.waitFor("the restarted cluster", 15*time.Second, func() bool { return f.st.Ping(t.Context()) == nil })
+	w.deleting(doomedKey, doomed)
+	f.waitFor("every node to refuse the deleted key and accept the live one", 15*time.Second, func() bool {
+		for _, n := range f.nodes {
+			if probe(n, doomedKey) != http.StatusUnauthorized || probe(n, liveKey) != http.StatusOK {
+				return false
+			}
+		}
+		return true
+	})
+	w.finish()
+}
+
+// TestFleetConcurrentChanges races creations and deletions against
+// requests on every node (the nodes are built with the race detector).
+func TestFleetConcurrentChanges(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	f := newFleet(t, 3, dsn, sameDSN(dsn))
+	type entry struct {
+		k      store.Key
+		secret string
+	}
+	var entries []entry
+	for i := range 12 {
+		k, s := f.mint("key " + strconv.Itoa(i))
+		entries = append(entries, entry{f.create(k), s})
+	}
+	var secrets []string
+	for _, e := range entries {
+		secrets = append(secrets, e.secret)
+	}
+	w := f.watch(secrets...)
+	var wg sync.WaitGroup
+	var created []entry
+	var mu sync.Mutex
+	wg.Go(func() {
+		for i := 0; i < len(entries); i += 2 {
+			w.deleting(entries[i].secret, entries[i].k)
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	wg.Go(func() {
+		for i := range 8 {
+			k, s := f.mint("new " + strconv.Itoa(i))
+			f.create(k)
+			mu.Lock()
+			created = append(created, entry{k, s})
+			mu.Unlock()
+			time.Sleep(15 * time.Millisecond)
+		}
+	})
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond)
+	w.finish()
+	for _, n := range f.nodes {
+		for i, e := range entries {
+			want := http.StatusOK
+			if i%2 == 0 {
+				want = http.StatusUnauthorized
+			}
+			if s := probe(n, e.secret); s != want {
+				t.Errorf("%s: key %d answers %d, want %d", n.addr, i, s, want)
+			}
+		}
+		for _, e := range created {
+			if s := probe(n, e.secret); s != http.StatusOK {
+				t.Errorf("%s: a created key answers %d", n.addr, s)
+			}
+		}
+	}
+}
+
+// cluster is a throwaway Postgres the test owns, so that restarting it
+// leaves the machine's shared service alone.
+type cluster struct {
+	t    testing.TB
+	dir  string
+	port int
+	dsn  string
+	ctl  func(args ...string)
+}
+
+func startCluster(t testing.TB) *cluster {
+	t.Helper()
+	bin, err := filepath.Glob("/usr/lib/postgresql/*/bin/pg_ctl")
+	if err != nil || len(bin) == 0 {
+		t.Fatal("pg_ctl not found under /usr/lib/postgresql: the Postgres server package is needed for the restart test")
+	}
+	dir, err := os.MkdirTemp("", "keygate-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	c := &cluster{t: t, dir: filepath.Join(dir, "data")}
+	_, portStr, _ := strings.Cut(freeAddr(t), ":")
+	c.port, _ = strconv.Atoi(portStr)
+	c.dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+
+	initdb := filepath.Join(filepath.Dir(bin[0]), "initdb")
+	run := func(name string, args ...string) {
+		var cmd *osexec.Cmd
+		if os.Geteuid() == 0 { // Postgres refuses to run as root
+			os.MkdirAll(c.dir, 0o700)
+			osexec.Command("chown", "-R", "postgres:postgres", dir).Run()
+			cmd = osexec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
+		} else {
+			cmd = osexec.Command(name, args...)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+		}
+	}
+	run(initdb, "-D", c.dir, "-A", "trust", "-U", "postgres", "--no-sync")
+	c.ctl = func(args ...string) {
+		run(bin[0], append([]string{"-D", c.dir, "-w", "-t", "30", "-l", filepath.Join(dir, "log"),
+			"-o", fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -k %s -c fsync=off", c.port, dir)}, args...)...)
+	}
+	c.ctl("start")
+	t.Cleanup(func() { c.ctl("stop", "-m", "immediate") })
+	return c
+}
+
+// TestFleetListenerCutOff: the store answers but the listener cannot reach
+// it (its own DSN goes through a proxy that is down), so deletions made
+// elsewhere are not announced to this node. Its cached keys are trusted
+// only within the staleness bound: then it asks the store, which refuses
+// the deleted key and confirms the live one.
+func TestFleetListenerCutOff(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	proxy := newTCPProxy(t, "127.0.0.1:5432")
+	f := newFleet(t, 1, dsn, func(int) (string, string) {
+		return dsn, strings.Replace(dsn, "127.0.0.1:5432", proxy.addr, 1)
+	})
+	n := f.nodes[0]
+	live, liveKey := f.mint("live")
+	f.create(live)
+	doomed, doomedKey := f.mint("doomed")
+	doomed = f.create(doomed)
+	w := f.watch(liveKey, doomedKey)
+	time.Sleep(200 * time.Millisecond)
+
+	proxy.setDown(true)
+	f.waitFor("the listener to be reported down", 10*time.Second, func() bool {
+		return strings.Contains(n.adminGet("/metrics"), "caddy_keygate_listener_up 0")
+	})
+	w.deleting(doomedKey, doomed)
+	time.Sleep(staleBound + 300*time.Millisecond)
+	if s := probe(n, doomedKey); s != http.StatusUnauthorized {
+		t.Fatalf("past the staleness bound with the listener down, a deleted key answers %d", s)
+	}
+	if s := probe(n, liveKey); s != http.StatusOK {
+		t.Fatalf("with the listener down, the live key answers %d", s)
+	}
+	proxy.setDown(false)
+	f.waitFor("the listener to be back", 10*time.Second, func() bool {
+		return strings.Contains(n.adminGet("/metrics"), "caddy_keygate_listener_up 1")
+	})
+	w.finish()
+	if !strings.Contains(n.adminGet("/metrics"), "caddy_keygate_revocation_lag_seconds_count") {
+		t.Fatal("no revocation lag histogram in the metrics")
+	}
+}
