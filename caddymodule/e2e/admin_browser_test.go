@@ -1,0 +1,305 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+// chromiumPath is where Debian's chromium package installs the browser.
+const chromiumPath = "/usr/bin/chromium"
+
+var keyRE = regexp.MustCompile(`^kg_[0-9A-Za-z]{36}$`)
+
+// screenshotDir is where the browser test saves its screenshots:
+// $KEYGATE_SCREENSHOTS, or testdata/screenshots (git-ignored).
+func screenshotDir(t testing.TB) string {
+	dir := os.Getenv("KEYGATE_SCREENSHOTS")
+	if dir == "" {
+		dir = filepath.Join("testdata", "screenshots")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// newBrowser starts headless Chromium signed in to the dashboard as user
+// (basic auth on every request the page makes) and returns its context.
+func newBrowser(t *testing.T, d *dashboard, user string) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("the browser test needs Chromium at %s (Debian's package: apt-get install chromium; .ci/run installs it): %v", chromiumPath, err)
+	}
+	var out syncBuffer
+	alloc, cancel := chromedp.NewExecAllocator(t.Context(),
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox, // tests run as root
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 860),
+		chromedp.CombinedOutput(&out),
+	)
+	t.Cleanup(cancel)
+	ctx, cancel := chromedp.NewContext(alloc, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting Chromium: %v\n%s", err, out.String())
+	}
+	origin := strings.TrimSuffix(d.site, "/")
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+d.pass[user]))
+	if err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+			return err
+		}
+		_, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": auth}})
+		return err
+	})); err != nil {
+		t.Fatalf("signing in: %v", err)
+	}
+	for _, p := range []string{"clipboard-read", "clipboard-write"} {
+		if _, err := chromedp.CallBrowser(ctx, browser.SetPermission, browser.SetPermissionParams{
+			Permission: &browser.PermissionDescriptor{Name: p},
+			Setting:    browser.PermissionSettingGranted,
+			Origin:     origin,
+		}); err != nil {
+			t.Fatalf("granting %s: %v", p, err)
+		}
+	}
+	return ctx
+}
+
+// step runs browser actions, failing the test with what was being done.
+func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func value[T any](t *testing.T, ctx context.Context, what string, a chromedp.Action[T]) T {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(sctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// until waits for a JavaScript condition to hold.
+func until(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(10*time.Second))(ctx, t)
+		return err
+	})
+}
+
+func js[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	return value(t, ctx, expr, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+}
+
+func screenshot(t *testing.T, ctx context.Context, dir, name string) {
+	t.Helper()
+	png := value(t, ctx, "screenshot "+name, chromedp.FullScreenshot(100))
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+}
+
+// TestAdminBrowser is the product document's dashboard, in Chromium: an
+// Account Administrator signs in, creates a standard and a
+// server-restricted key, reveals and copies a key, uses it through the
+// sidecar, deletes it by typing its name (from the keyboard), and the
+// sidecar refuses it on the next request. It saves screenshots of the key
+// list and of the delete dialog.
+func TestAdminBrowser(t *testing.T) {
+	t.Parallel()
+	d := newDashboard(t, "/")
+	ctx := newBrowser(t, d, "alice")
+	dir := screenshotDir(t)
+	t.Logf("screenshots go to %s", dir)
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+
+	step(t, ctx, "opening the dashboard", chromedp.Navigate(d.base), chromedp.WaitVisible(css("h1")))
+	if h := value(t, ctx, "heading", chromedp.Text(css("h1"))); h != "API Keys" {
+		t.Fatalf("heading %q", h)
+	}
+
+	// Create standard key: a name, then the key is shown.
+	step(t, ctx, "create a standard key",
+		chromedp.Click(css(`a[href*="type=standard"]`)),
+		chromedp.WaitVisible(css("#name")),
+		chromedp.SendKeys(css("#name"), "ci pipeline"),
+		chromedp.Click(css(`form[action="create"] button[type="submit"]`)),
+		chromedp.WaitVisible(css(".success-head")),
+	)
+	if typ := js[string](t, ctx, `document.getElementById('key-value').type`); typ != "password" {
+		t.Fatalf("the new key is not masked before Reveal key (%s)", typ)
+	}
+	step(t, ctx, "Reveal key", chromedp.Click(css(`[data-reveal-toggle="key-value"]`)))
+	if typ := js[string](t, ctx, `document.getElementById('key-value').type`); typ != "text" {
+		t.Fatalf("Reveal key did not show the key (%s)", typ)
+	}
+	standard := value(t, ctx, "the key", chromedp.Value(css("#key-value")))
+	if !keyRE.MatchString(standard) {
+		t.Fatalf("the page shows %q, not a key", standard)
+	}
+	rememberKey(standard)
+
+	// Copy: the clipboard holds the key (read back through the page, with
+	// the clipboard permissions granted to the dashboard's origin).
+	step(t, ctx, "Copy",
+		chromedp.Click(css(`[data-copy="key-value"]`)),
+		until(`document.querySelector('[data-copy-status="key-value"]').textContent.includes('Copied')`),
+	)
+	if got := js[string](t, ctx, `navigator.clipboard.readText()`); got != standard {
+		t.Fatalf("the clipboard holds %q, want the key", got)
+	}
+
+	// The key works through the sidecar at once.
+	if s := d.call(standard, "/api/servers"); s != http.StatusOK {
+		t.Fatalf("the new standard key through the sidecar: %d", s)
+	}
+
+	// Create server-restricted key: a name and the inbox from the list.
+	step(t, ctx, "create a server-restricted key",
+		chromedp.Click(css(`a.btn-primary[href^="./"]`)),
+		chromedp.WaitVisible(css(`a[href*="type=restricted"]`)),
+		chromedp.Click(css(`a[href*="type=restricted"]`)),
+		chromedp.WaitVisible(css("#server")),
+	)
+	options := js[[]string](t, ctx, `Array.from(document.querySelectorAll('#server option')).map(o => o.textContent)`)
+	if strings.Join(options, "|") != "Select an inbox…|Staging (stag1234)|Production (prod5678)" {
+		t.Fatalf("the inbox dropdown offers %q", options)
+	}
+	step(t, ctx, "fill the restricted key's form",
+		chromedp.SendKeys(css("#name"), "staging only"),
+		chromedp.SetValue(css("#server"), inboxStaging),
+		chromedp.Click(css(`form[action="create"] button[type="submit"]`)),
+		chromedp.WaitVisible(css(".success-head")),
+	)
+	restricted := value(t, ctx, "the restricted key", chromedp.Value(css("#key-value")))
+	if !keyRE.MatchString(restricted) || restricted == standard {
+		t.Fatalf("the page shows %q", restricted)
+	}
+	rememberKey(restricted)
+	if s := d.call(restricted, "/api/messages?server="+inboxStaging); s != http.StatusOK {
+		t.Fatalf("the restricted key on its inbox: %d", s)
+	}
+	if s := d.call(restricted, "/api/messages?server="+inboxProduction); s != http.StatusForbidden {
+		t.Fatalf("the restricted key on another inbox: %d", s)
+	}
+
+	// The list: name, type, inbox by name, created by whom, last used.
+	step(t, ctx, "back to the list", chromedp.Click(css(`a.btn-primary[href^="./"]`)), chromedp.WaitVisible(css("table.keys-table")))
+	rows := js[[]string](t, ctx, `Array.from(document.querySelectorAll('table.keys-table tbody tr')).map(r => r.innerText.replace(/\s+/g, ' ').trim())`)
+	if len(rows) != 2 || !strings.Contains(rows[0], "ci pipeline") || !strings.Contains(rows[0], "Standard") || !strings.Contains(rows[0], "All inboxes") ||
+		!strings.Contains(rows[1], "staging only") || !strings.Contains(rows[1], "Server-restricted") || !strings.Contains(rows[1], "Staging") ||
+		!strings.Contains(rows[0], "by alice") || !strings.Contains(rows[0], "never") {
+		t.Fatalf("the list shows:\n%s", strings.Join(rows, "\n"))
+	}
+	screenshot(t, ctx, dir, "key-list.png")
+
+	// Reveal key (the eye icon) shows the value again, in a dialog.
+	row := `tr[data-key-name="ci pipeline"] `
+	step(t, ctx, "the eye icon",
+		chromedp.Click(css(row+`form[data-reveal] button`)),
+		chromedp.WaitVisible(css("#reveal-dialog")),
+		until(`document.getElementById('reveal-value').value !== ''`),
+	)
+	if got := value(t, ctx, "the revealed key", chromedp.Value(css("#reveal-value"))); got != standard {
+		t.Fatalf("Reveal key shows %q, want the key", got)
+	}
+	screenshot(t, ctx, dir, "reveal-dialog.png")
+	// Closing the dialog takes the key out of the page.
+	step(t, ctx, "closing the reveal dialog", chromedp.Click(css(`#reveal-dialog [data-close]`)), chromedp.WaitNotVisible(css("#reveal-dialog")),
+		until(`document.getElementById('reveal-value').value === ''`))
+
+	// Delete, from the keyboard: the Actions menu, Delete, the dialog,
+	// type the name, Enter.
+	step(t, ctx, "open the Actions menu from the keyboard",
+		chromedp.Focus(css(row+`details.menu summary`)),
+		chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(css(row+`a[data-delete]`)),
+		until(`document.activeElement.textContent.trim() === 'Delete'`), // the open menu focuses Delete
+	)
+	step(t, ctx, "choose Delete",
+		chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(css("#delete-dialog")),
+	)
+	if !js[bool](t, ctx, `document.querySelector('[data-delete-submit]').disabled`) {
+		t.Fatal("Delete is enabled before the name is typed")
+	}
+	step(t, ctx, "the dialog focuses the name field", until(`document.activeElement.id === 'delete-confirm'`))
+	step(t, ctx, "type a wrong name", chromedp.KeyEvent("ci pipelin"))
+	if !js[bool](t, ctx, `document.querySelector('[data-delete-submit]').disabled`) {
+		t.Fatal("Delete is enabled with a wrong name")
+	}
+	step(t, ctx, "type the name", chromedp.KeyEvent("e"), until(`!document.querySelector('[data-delete-submit]').disabled`))
+	dialogText := value(t, ctx, "the dialog's text", chromedp.Text(css("#delete-dialog")))
+	for _, s := range []string{"This action cannot be undone.", "A deleted key cannot be restored.", "Type ci pipeline to confirm"} {
+		if !strings.Contains(dialogText, s) {
+			t.Fatalf("the dialog does not say %q:\n%s", s, dialogText)
+		}
+	}
+	screenshot(t, ctx, dir, "delete-dialog.png")
+	step(t, ctx, "confirm with Enter",
+		chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(css(".success-head")),
+	)
+	done := value(t, ctx, "the result", chromedp.Text(css("main")))
+	if !strings.Contains(done, "API key deleted") || !strings.Contains(done, "This action cannot be undone.") {
+		t.Fatalf("after Delete the page says:\n%s", done)
+	}
+
+	// The sidecar refuses the deleted key on the next request; the other works.
+	if s := d.call(standard, "/api/servers"); s != http.StatusUnauthorized {
+		t.Fatalf("the deleted key through the sidecar: %d, want 401", s)
+	}
+	if s := d.call(restricted, "/api/messages?server="+inboxStaging); s != http.StatusOK {
+		t.Fatalf("the remaining key: %d", s)
+	}
+
+	// The audit log: each action once, never the key.
+	step(t, ctx, "the audit log", chromedp.Click(css(`a.btn-primary[href^="./"]`)), chromedp.WaitVisible(css("table.keys-table")),
+		chromedp.Click(css(`nav a[href^="audit"]`)), chromedp.WaitVisible(css("table.audit-table")))
+	actions := js[[]string](t, ctx, `Array.from(document.querySelectorAll('table.audit-table tbody tr')).map(r => r.cells[1].innerText + ' ' + r.cells[2].innerText.split('\n')[0] + ' ' + r.cells[3].innerText)`)
+	std, rst := standard[:8]+"…", restricted[:8]+"…"
+	if strings.Join(actions, "|") != "Deleted ci pipeline "+std+" alice|Revealed ci pipeline "+std+" alice|Created staging only "+rst+" alice|Created ci pipeline "+std+" alice" {
+		t.Fatalf("the audit log shows:\n%s", strings.Join(actions, "\n"))
+	}
+	page := value(t, ctx, "the audit page", chromedp.OuterHTML(css("html")))
+	if strings.Contains(page, standard[8:]) || strings.Contains(page, restricted[8:]) {
+		t.Fatal("the audit page shows a key")
+	}
+	screenshot(t, ctx, dir, "audit-log.png")
+}
