@@ -12,8 +12,9 @@ build:
 	$(GO) build $(BUILDFLAGS) -o $(BIN) ./cmd/keygate
 
 # The sidecar on the embedded store in front of the inbox API simulator,
-# seeded with two inboxes for a demo account. State lives in .demo/, so
-# `make clean` starts over.
+# seeded with two inboxes for a demo account, and the dashboard, where the
+# account's administrator `admin` signs in with a password generated for
+# this run. State lives in .demo/, so `make clean` starts over.
 run: build
 	@$(GO) build -o bin/inboxsim ./cmd/inboxsim
 	@mkdir -p $(DEMO)
@@ -22,6 +23,10 @@ run: build
 	  ./$(BIN) migrate $$cfg >/dev/null && \
 	  acct=$$(./$(BIN) account list $$cfg | awk '$$2=="demo"{print $$1}'); \
 	  if [ -z "$$acct" ]; then acct=$$(./$(BIN) account create demo $$cfg); fi; \
+	  ./$(BIN) member add "$$acct" admin --role admin $$cfg >/dev/null || exit 1; \
+	  pw=$$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20); \
+	  hash=$$(./$(BIN) hash-password --plaintext "$$pw") || exit 1; \
+	  export KEYGATE_ADMIN_HASH="$$hash"; \
 	  ./bin/inboxsim -listen 127.0.0.1:8081 -demo -demo-account "$$acct" -gzip >$(DEMO)/inboxsim.log 2>&1 & sim=$$!; \
 	  trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	  for i in $$(seq 50); do curl -fs -o /dev/null -H "X-Keygate-Account: $$acct" http://127.0.0.1:8081/api/servers && break; sleep 0.1; done; \
@@ -31,7 +36,13 @@ run: build
 	  echo "Demo account: $$acct. Its inboxes (servers):"; \
 	  echo "$$inboxes"; \
 	  echo; \
-	  echo "In another terminal:"; \
+	  echo "The dashboard: http://localhost:8090"; \
+	  echo "  user name: admin"; \
+	  echo "  password:  $$pw   (new for every make run)"; \
+	  echo "Create a key there (Create standard key, Create, Reveal key, Copy), then in another terminal:"; \
+	  echo "  curl -u \"<the key>:\" http://localhost:8080/api/servers"; \
+	  echo; \
+	  echo "Or from the command line, in another terminal:"; \
 	  echo "  export XDG_DATA_HOME=$(DEMO)/data"; \
 	  echo "  KEY=\$$(./$(BIN) key create $$acct my-first-key --config Caddyfile.example)"; \
 	  echo "  curl -u \"\$$KEY:\" http://localhost:8080/api/servers"; \

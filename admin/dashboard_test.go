@@ -243,6 +243,7 @@ func TestKeyListShowsEveryColumn(t *testing.T) {
 	f.key(f.acme, "ci pipeline", "")
 	r2, _ := f.key(f.acme, "staging only", "stag1234")
 	f.key(f.other, "not yours", "")
+	f.key(f.acme, "gone inbox", "gone0000") // an inbox the inbox API no longer lists
 	used := time.Now().Add(-3 * time.Minute)
 	if err := f.app.Store().TouchKeys(context.Background(), map[string]time.Time{r2.ID: used}); err != nil {
 		t.Fatal(err)
@@ -254,6 +255,7 @@ func TestKeyListShowsEveryColumn(t *testing.T) {
 			"ci pipeline", "staging only", "Standard", "Server-restricted",
 			"Staging", "stag1234", // the inbox by name
 			"by operator:root", "never", "3 minutes ago",
+			"gone0000</span> <span class=\"muted small\">(not in the account's inbox list)</span>",
 			"Create standard key", "Create server-restricted key", "Reveal key", "Actions", "Delete")
 		if strings.Contains(r.body, "not yours") {
 			t.Fatal("the list shows another account's key")

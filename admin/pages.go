@@ -52,6 +52,7 @@ type keyRow struct {
 	Restricted        bool
 	ServerID          string
 	InboxName         string // "" when unknown
+	InboxMissing      bool   // the inbox API answered, without this inbox
 	Created           string
 	CreatedISO        string
 	CreatedBy         string
@@ -68,6 +69,7 @@ func (d *Dashboard) row(k store.Key, names map[string]string) keyRow {
 		Created: k.CreatedAt.UTC().Format(timeLayout), CreatedISO: k.CreatedAt.UTC().Format(time.RFC3339),
 		CreatedBy: k.CreatedBy, LastUsed: "never",
 	}
+	kr.InboxMissing = names != nil && k.ServerID != "" && kr.InboxName == ""
 	if k.LastUsed != nil {
 		kr.LastUsed = humanize.RelTime(*k.LastUsed, d.cfg.Now(), "ago", "from now")
 		kr.LastUsedTitle = k.LastUsed.UTC().Format(timeLayout)

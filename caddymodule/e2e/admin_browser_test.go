@@ -159,12 +159,16 @@ func TestAdminBrowser(t *testing.T) {
 		chromedp.Click(css(`a[href*="type=standard"]`)),
 		chromedp.WaitVisible(css("#name")),
 		chromedp.SendKeys(css("#name"), "ci pipeline"),
+	)
+	screenshot(t, ctx, dir, "create-form.png")
+	step(t, ctx, "click Create",
 		chromedp.Click(css(`form[action="create"] button[type="submit"]`)),
 		chromedp.WaitVisible(css(".success-head")),
 	)
 	if typ := js[string](t, ctx, `document.getElementById('key-value').type`); typ != "password" {
 		t.Fatalf("the new key is not masked before Reveal key (%s)", typ)
 	}
+	screenshot(t, ctx, dir, "key-created.png")
 	step(t, ctx, "Reveal key", chromedp.Click(css(`[data-reveal-toggle="key-value"]`)))
 	if typ := js[string](t, ctx, `document.getElementById('key-value').type`); typ != "text" {
 		t.Fatalf("Reveal key did not show the key (%s)", typ)

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	osexec "os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -265,5 +267,22 @@ func TestAdminUnderPath(t *testing.T) {
 	wantReply(t, "audit", r, http.StatusOK, `"action":"key.delete"`, `"action":"key.create"`, `"actor":"alice"`, `"remote_addr":"127.0.0.1"`)
 	if strings.Count(r.body, `"action"`) != 3 || strings.Contains(r.body, k.Key[8:]) { // two by alice, one by the operator
 		t.Fatalf("audit: %s", r.body)
+	}
+}
+
+// TestAdminExampleConfig: the demo's Caddyfile.example is valid with the
+// administrator's hash that `make run` passes in its environment.
+func TestAdminExampleConfig(t *testing.T) {
+	t.Parallel()
+	hash, err := bcrypt.GenerateFromPassword([]byte("demo"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd := osexec.Command(keygateBin, "validate", "--config", filepath.Join("..", "..", "Caddyfile.example"), "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"KEYGATE_ADMIN_HASH="+string(hash))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("keygate validate Caddyfile.example: %v\n%s", err, out)
 	}
 }
