@@ -357,6 +357,16 @@ func TestCreateRestrictedKey(t *testing.T) {
 		t.Fatalf("%d keys after refusals, want 1", n)
 	}
 
+	// An account without inboxes.
+	empty, err := f.app.Store().CreateAccount(context.Background(), "Empty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.app.Store().SetMember(context.Background(), empty.ID, "erin", store.Admin); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "no inboxes", f.get("/new?type=restricted&account="+empty.ID, "erin"), http.StatusOK, "This account has no inboxes yet", "disabled>Create")
+
 	// The inbox list of the JSON API.
 	r = f.api("GET", "/api/accounts/"+f.acme+"/inboxes", "alice", "", nil)
 	expect(t, "inboxes", r, http.StatusOK, `{"id":"stag1234","name":"Staging"}`, `{"id":"prod5678","name":"Production"}`)
