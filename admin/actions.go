@@ -3,8 +3,11 @@ package admin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -82,27 +85,76 @@ func (d *Dashboard) reveal(r *http.Request, s *session, acct account, keyID stri
 	return k, plain.Secret(), nil
 }
 
-// remove deletes a key if typed is exactly its name. On a mismatch it
-// returns the key, untouched, with the error.
-func (d *Dashboard) remove(r *http.Request, s *session, acct account, keyID, typed string) (store.Key, error) {
+// remove deletes a key if typed is exactly its name, and says where the
+// deletion has taken effect. On a mismatch it returns the key, untouched,
+// with the error.
+func (d *Dashboard) remove(r *http.Request, s *session, acct account, keyID, typed string) (store.Key, revocation, error) {
 	ctx := r.Context()
 	if keyID == "" {
-		return store.Key{}, fail(http.StatusNotFound, msgNoKey)
+		return store.Key{}, revocation{}, fail(http.StatusNotFound, msgNoKey)
 	}
 	k, err := s.st.GetKey(ctx, acct.ID, keyID)
 	if err != nil {
-		return store.Key{}, err
+		return store.Key{}, revocation{}, err
 	}
 	k.Sealed = nil
 	if typed != k.Name {
-		return k, fail(http.StatusBadRequest, msgMismatch)
+		return k, revocation{}, fail(http.StatusBadRequest, msgMismatch)
 	}
-	if _, err := s.mgr.DeleteKey(ctx, acct.ID, keyID, d.actor(r, s)); err != nil {
-		return store.Key{}, err
+	deleted, err := s.mgr.DeleteKey(ctx, acct.ID, keyID, d.actor(r, s))
+	if err != nil {
+		return store.Key{}, revocation{}, err
 	}
 	d.cfg.Logger.Info("API key deleted", zap.String("account_id", acct.ID), zap.String("key_id", k.ID),
 		zap.String("key_prefix", k.Display), zap.String("user", s.user))
-	return k, nil
+	return k, d.awaitRevocation(ctx, deleted), nil
+}
+
+// revocation says where a deletion has taken effect.
+type revocation struct {
+	Fleet   bool // the store is shared by a fleet; else this instance is all
+	Applied int  // live instances that refuse the key
+	Live    int
+	Lag     time.Duration // from the commit to the last instance, when all did
+}
+
+// String is the sentence the page shows.
+func (rv revocation) String() string {
+	switch {
+	case !rv.Fleet:
+		return "Revoked on this instance."
+	case rv.Live > 0 && rv.Applied == rv.Live:
+		return fmt.Sprintf("Revoked on %d of %d instances in %s.", rv.Applied, rv.Live, roundLag(rv.Lag))
+	}
+	return fmt.Sprintf("Revoked on %d of %d live instances so far; an instance that has not confirmed refuses the key at the latest when its staleness bound runs out.", rv.Applied, rv.Live)
+}
+
+func roundLag(d time.Duration) string {
+	if d < time.Millisecond {
+		return "under 1 ms"
+	}
+	return strconv.FormatInt(d.Round(time.Millisecond).Milliseconds(), 10) + " ms"
+}
+
+// awaitRevocation waits, up to two seconds, for every live instance of a
+// fleet to confirm a deletion: they do so within milliseconds unless one
+// is cut off from the store.
+func (d *Dashboard) awaitRevocation(ctx context.Context, k store.Key) revocation {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		r, ok, err := d.cfg.Backend.Receipt(ctx, k)
+		if !ok {
+			return revocation{}
+		}
+		rv := revocation{Fleet: true, Applied: r.Applied, Live: r.Live, Lag: r.Lag}
+		if err == nil && r.Live > 0 && r.Applied == r.Live || time.Now().After(deadline) || ctx.Err() != nil {
+			if err != nil {
+				d.cfg.Logger.Warn("reading revocation receipts failed", zap.Error(err))
+			}
+			return rv
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // inboxes lists the account's inboxes, as a 502 the user can read when the

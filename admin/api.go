@@ -166,11 +166,40 @@ func (d *Dashboard) apiDelete(w http.ResponseWriter, r *http.Request, s *session
 	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	k, err := d.remove(r, s, acct, r.PathValue("key"), in.Name)
+	k, rv, err := d.remove(r, s, acct, r.PathValue("key"), in.Name)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": k.ID, "name": k.Name, "deleted": true})
+	out := map[string]any{"id": k.ID, "name": k.Name, "deleted": true, "revocation": rv.String()}
+	if rv.Fleet {
+		out["revoked_on"], out["instances"], out["lag_ms"] = rv.Applied, rv.Live, float64(rv.Lag.Microseconds())/1000
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// apiFleet lists the fleet's live instances, for any Account Administrator.
+func (d *Dashboard) apiFleet(w http.ResponseWriter, r *http.Request, s *session) error {
+	if _, _, err := d.anyAdmin(r, s); err != nil {
+		return err
+	}
+	ins, err := d.cfg.Backend.Instances(r.Context())
+	if err != nil {
+		return err
+	}
+	type instance struct {
+		ID         string    `json:"id"`
+		Address    string    `json:"address"`
+		ListenerUp bool      `json:"listener_up"`
+		AppliedSeq int64     `json:"applied_seq"`
+		Heartbeat  time.Time `json:"heartbeat"`
+		StartedAt  time.Time `json:"started_at"`
+	}
+	out := []instance{}
+	for _, in := range ins {
+		out = append(out, instance{in.ID, in.Address, in.ListenerUp, in.AppliedSeq, in.Heartbeat, in.StartedAt})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"fleet": ins != nil, "items": out})
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/keygate/keygate/caddymodule/auth"
+	"github.com/keygate/keygate/caddymodule/fleet"
 	"github.com/keygate/keygate/caddymodule/store"
 )
 
@@ -21,6 +22,11 @@ import (
 type Backend interface {
 	Store() store.Store
 	Manager() *auth.Manager
+	// Receipt says on how many live instances a deletion (or creation)
+	// has taken effect; ok is false for a store without a fleet.
+	Receipt(ctx context.Context, k store.Key) (r fleet.Receipt, ok bool, err error)
+	// Instances lists the fleet's live instances (nil without a fleet).
+	Instances(ctx context.Context) ([]store.Instance, error)
 }
 
 // ErrAPIKey is returned by an Identify function for a request that was
@@ -131,6 +137,7 @@ func (d *Dashboard) routes() {
 	page("GET", "/delete", d.deleteConfirmPage)
 	page("POST", "/delete", d.deletePage)
 	page("GET", "/audit", d.auditPage)
+	page("GET", "/fleet", d.fleetPage)
 	add("GET", "/static/{file}", d.static)
 
 	api("GET", "/api/accounts", d.apiAccounts)
@@ -140,6 +147,7 @@ func (d *Dashboard) routes() {
 	api("POST", "/api/accounts/{account}/keys/{key}/delete", d.apiDelete)
 	api("GET", "/api/accounts/{account}/inboxes", d.apiInboxes)
 	api("GET", "/api/accounts/{account}/audit", d.apiAudit)
+	api("GET", "/api/fleet", d.apiFleet)
 
 	for _, path := range order {
 		methods := allow[path]

@@ -20,6 +20,7 @@ import (
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/caddymodule"
 	"github.com/keygate/keygate/caddymodule/auth"
+	"github.com/keygate/keygate/caddymodule/fleet"
 	"github.com/keygate/keygate/caddymodule/store"
 	"github.com/keygate/keygate/cmd/inboxsim/sim"
 )
@@ -463,7 +464,7 @@ func TestDelete(t *testing.T) {
 	}
 
 	r = f.post("/delete", "alice", form(k.ID, "ci pipeline"))
-	expect(t, "delete", r, http.StatusOK, "API key deleted", "ci pipeline", "This action cannot be undone.")
+	expect(t, "delete", r, http.StatusOK, "API key deleted", "ci pipeline", "This action cannot be undone.", "Revoked on this instance.")
 	if f.live(plain) {
 		t.Fatal("the deleted key still passes the sidecar's check")
 	}
@@ -472,7 +473,7 @@ func TestDelete(t *testing.T) {
 	// JSON.
 	k2, plain2 := f.key(f.acme, "second", "")
 	r = f.api("POST", "/api/accounts/"+f.acme+"/keys/"+k2.ID+"/delete", "alice", tok, map[string]string{"name": "second"})
-	expect(t, "JSON delete", r, http.StatusOK, `"deleted":true`)
+	expect(t, "JSON delete", r, http.StatusOK, `"deleted":true`, `"revocation":"Revoked on this instance."`)
 	if f.live(plain2) || f.keyCount(f.acme) != 0 {
 		t.Fatal("the JSON delete did not revoke the key")
 	}
@@ -723,6 +724,10 @@ type notStarted struct{}
 
 func (notStarted) Store() store.Store     { return nil }
 func (notStarted) Manager() *auth.Manager { return nil }
+func (notStarted) Receipt(context.Context, store.Key) (fleet.Receipt, bool, error) {
+	return fleet.Receipt{}, false, nil
+}
+func (notStarted) Instances(context.Context) ([]store.Instance, error) { return nil, nil }
 
 func TestStaticAndUnknownPaths(t *testing.T) {
 	f := newFixture(t)
@@ -744,4 +749,13 @@ func TestStaticAndUnknownPaths(t *testing.T) {
 	if r := f.do(d, "GET", "/", "alice", nil); r.status != http.StatusServiceUnavailable {
 		t.Errorf("before the app started: %d, want 503", r.status)
 	}
+}
+
+// TestFleetPage: on the embedded store the fleet is this instance; only
+// Account Administrators see the page.
+func TestFleetPage(t *testing.T) {
+	f := newFixture(t)
+	expect(t, "fleet page", f.get("/fleet", "alice"), http.StatusOK, "the only instance")
+	expect(t, "fleet JSON", f.get("/api/fleet", "alice"), http.StatusOK, `"fleet":false`)
+	expect(t, "fleet page, member", f.get("/fleet", "bob"), http.StatusForbidden, msgNotAdmin)
 }

@@ -29,7 +29,7 @@ var funcs = template.FuncMap{
 // the page's content.
 var templates = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"keys", "new", "secret", "delete", "deleted", "audit", "error"} {
+	for _, name := range []string{"keys", "new", "secret", "delete", "deleted", "audit", "fleet", "error"} {
 		out[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(webFS,
 			"web/templates/layout.html", "web/templates/icons.html", "web/templates/"+name+".html"))
 	}
@@ -298,7 +298,8 @@ func (d *Dashboard) renderDelete(w http.ResponseWriter, r *http.Request, s *sess
 
 type deletedView struct {
 	view
-	Key keyRow
+	Key        keyRow
+	Revocation string
 }
 
 // deletePage deletes the key if confirm_name is exactly its name.
@@ -308,7 +309,7 @@ func (d *Dashboard) deletePage(w http.ResponseWriter, r *http.Request, s *sessio
 		return err
 	}
 	typed := r.PostFormValue("confirm_name")
-	k, err := d.remove(r, s, acct, r.PostFormValue("key"), typed)
+	k, rv, err := d.remove(r, s, acct, r.PostFormValue("key"), typed)
 	if err != nil {
 		var p *problem
 		if errors.As(err, &p) && p.msg == msgMismatch {
@@ -320,7 +321,7 @@ func (d *Dashboard) deletePage(w http.ResponseWriter, r *http.Request, s *sessio
 	if err != nil {
 		return err
 	}
-	return d.render(w, http.StatusOK, "deleted", deletedView{view: d.base(s, accts, &acct, "API key deleted", "keys"), Key: d.row(k, nil)})
+	return d.render(w, http.StatusOK, "deleted", deletedView{view: d.base(s, accts, &acct, "API key deleted", "keys"), Key: d.row(k, nil), Revocation: rv.String()})
 }
 
 // auditPageSize is how many events a page of the audit log shows.
@@ -447,4 +448,68 @@ func (d *Dashboard) static(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodHead {
 		w.Write(b)
 	}
+}
+
+type instanceRow struct {
+	ID, Address  string
+	ListenerUp   bool
+	AppliedSeq   int64
+	Heartbeat    string
+	HeartbeatISO string
+	Started      string
+}
+
+type fleetView struct {
+	view
+	Fleet     bool
+	Instances []instanceRow
+}
+
+// fleetPage lists the instances of the fleet: who is live, following key
+// events, and how far. Any Account Administrator may look.
+func (d *Dashboard) fleetPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	acct, accts, err := d.anyAdmin(r, s)
+	if err != nil {
+		return err
+	}
+	ins, err := d.cfg.Backend.Instances(r.Context())
+	if err != nil {
+		return err
+	}
+	v := fleetView{view: d.base(s, accts, acct, "Fleet", "fleet"), Fleet: ins != nil}
+	for _, in := range ins {
+		v.Instances = append(v.Instances, instanceRow{
+			ID: in.ID, Address: in.Address, ListenerUp: in.ListenerUp, AppliedSeq: in.AppliedSeq,
+			Heartbeat:    humanize.RelTime(in.Heartbeat, d.cfg.Now(), "ago", "from now"),
+			HeartbeatISO: in.Heartbeat.UTC().Format(time.RFC3339),
+			Started:      in.StartedAt.UTC().Format(timeLayout),
+		})
+	}
+	return d.render(w, http.StatusOK, "fleet", v)
+}
+
+// anyAdmin returns the account of ?account= (or the first the user
+// administers) for a page that is not about one account.
+func (d *Dashboard) anyAdmin(r *http.Request, s *session) (*account, []account, error) {
+	accts, err := s.memberships(r.Context())
+	if err != nil {
+		return nil, nil, err
+	}
+	want := r.URL.Query().Get("account")
+	var first *account
+	for i := range accts {
+		if accts[i].Role != store.Admin {
+			continue
+		}
+		if accts[i].ID == want {
+			return &accts[i], accts, nil
+		}
+		if first == nil {
+			first = &accts[i]
+		}
+	}
+	if first == nil {
+		return nil, nil, fail(http.StatusForbidden, msgNotAdmin)
+	}
+	return first, accts, nil
 }

@@ -397,12 +397,12 @@ func (a *App) newFollower(fs store.FleetStore, listenDSN string, v *auth.Verifie
 // Receipt says on how many live instances the key event of a create or
 // delete has taken effect. ok is false for a store without a fleet, where
 // the change took effect on this instance before it returned.
-func (a *App) Receipt(ctx context.Context, k store.Key, committed time.Time) (r fleet.Receipt, ok bool, err error) {
+func (a *App) Receipt(ctx context.Context, k store.Key) (r fleet.Receipt, ok bool, err error) {
 	rt := a.rt.Load()
 	if rt == nil || rt.follower == nil || k.Seq == 0 {
 		return fleet.Receipt{}, false, nil
 	}
-	r, err = fleet.ReceiptOf(ctx, rt.store.(store.FleetStore), k.Seq, committed, 3*Heartbeat)
+	r, err = fleet.ReceiptOf(ctx, rt.store.(store.FleetStore), k.Seq, 3*Heartbeat)
 	return r, true, err
 }
 

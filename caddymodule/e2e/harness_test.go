@@ -81,6 +81,7 @@ type nodeConfig struct {
 	global   string
 	site     string
 	upstream string
+	extra    string // more site blocks
 }
 
 func (c nodeConfig) render(adminAddr, addr string) string {
@@ -97,6 +98,7 @@ func (c nodeConfig) render(adminAddr, addr string) string {
 	// The access log with the filter the README recommends for keys that
 	// clients put in URLs.
 	fmt.Fprintf(&b, "http://%s {\n\tbind 127.0.0.1\n\tlog {\n\t\tformat filter {\n\t\t\trequest>uri query {\n\t\t\t\tdelete api_key\n\t\t\t}\n\t\t}\n\t}\n\t%s\n\treverse_proxy %s\n}\n", addr, site, c.upstream)
+	b.WriteString(c.extra)
 	return b.String()
 }
 

@@ -255,9 +255,14 @@ type Receipt struct {
 	Lag     time.Duration // from the event's commit to the last live instance applying it (when all did)
 }
 
-// ReceiptOf reads the receipt of the key event seq committed at the time.
-// An instance is live when heard from within liveness.
-func ReceiptOf(ctx context.Context, st store.FleetStore, seq int64, committed time.Time, liveness time.Duration) (Receipt, error) {
+// ReceiptOf reads the receipt of key event seq. An instance is live when
+// heard from within liveness. The lag is measured from the time the event
+// was recorded in its transaction, just before it committed.
+func ReceiptOf(ctx context.Context, st store.FleetStore, seq int64, liveness time.Duration) (Receipt, error) {
+	evs, err := st.KeyEventsSince(ctx, seq-1, 1)
+	if err != nil {
+		return Receipt{}, err
+	}
 	ins, err := st.ListInstances(ctx, time.Now().Add(-liveness))
 	if err != nil {
 		return Receipt{}, err
@@ -273,8 +278,8 @@ func ReceiptOf(ctx context.Context, st store.FleetStore, seq int64, committed ti
 			}
 		}
 	}
-	if r.Applied == r.Live && r.Live > 0 && !committed.IsZero() && last.After(committed) {
-		r.Lag = last.Sub(committed)
+	if r.Applied == r.Live && r.Live > 0 && len(evs) == 1 && evs[0].Seq == seq && last.After(evs[0].At) {
+		r.Lag = last.Sub(evs[0].At)
 	}
 	return r, nil
 }
