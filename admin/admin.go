@@ -5,13 +5,13 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/keygate/keygate/caddymodule"
+	"github.com/keygate/keygate/caddymodule/caddyconf"
 )
 
 func init() {
@@ -109,7 +109,7 @@ func (h *Handler) Validate() error {
 		if field != "account" && field != "key_type" {
 			return fmt.Errorf("keygate_admin: unknown header field %q; use account or key_type", field)
 		}
-		if !validHeaderName(name) {
+		if !caddyconf.ValidHeaderName(name) {
 			return fmt.Errorf("keygate_admin: %q is not a valid header name", name)
 		}
 	}
@@ -117,20 +117,6 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("keygate_admin: inbox_timeout must be positive")
 	}
 	return nil
-}
-
-// validHeaderName reports whether s is an RFC 9110 token.
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 // Cleanup closes the idle connections to the inbox API.

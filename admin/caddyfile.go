@@ -5,8 +5,10 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/keygate/keygate/caddymodule/caddyconf"
 )
 
 func init() {
@@ -66,47 +68,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Headers[field] = name
 		default:
-			return unknownOption(d, "keygate_admin option", "inbox_api", "inbox_timeout", "header")
+			return caddyconf.UnknownOption(d, "keygate_admin option", "inbox_api", "inbox_timeout", "header")
 		}
 	}
 	return nil
-}
-
-// unknownOption reports an unknown subdirective with the line it is on, the
-// options that exist and, for a likely typo, the one that was meant.
-func unknownOption(d *caddyfile.Dispenser, where string, known ...string) error {
-	got := d.Val()
-	best, bestDist := "", 3 // suggest only within two edits
-	for _, k := range known {
-		if dist := editDistance(got, k); dist < bestDist {
-			best, bestDist = k, dist
-		}
-	}
-	if best != "" {
-		return d.Errf("unknown %s %q: did you mean %s? (options: %s)", where, got, best, strings.Join(known, ", "))
-	}
-	return d.Errf("unknown %s %q (options: %s)", where, got, strings.Join(known, ", "))
-}
-
-// editDistance is the Levenshtein distance between two short strings.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // Interface guards

@@ -80,14 +80,3 @@ func TestUnmarshalErrors(t *testing.T) {
 		}
 	}
 }
-
-func TestEditDistance(t *testing.T) {
-	for _, c := range []struct {
-		a, b string
-		want int
-	}{{"", "", 0}, {"secret", "secret", 0}, {"secrte", "secret", 2}, {"realm", "relam", 2}, {"dns", "dsn", 2}, {"x", "store", 5}} {
-		if got := editDistance(c.a, c.b); got != c.want {
-			t.Errorf("editDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
-		}
-	}
-}

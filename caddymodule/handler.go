@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/keygate/keygate/caddymodule/auth"
+	"github.com/keygate/keygate/caddymodule/caddyconf"
 	"github.com/keygate/keygate/caddymodule/scope"
 )
 
@@ -223,7 +224,7 @@ func (h *Handler) Validate() error {
 	seen := map[string]bool{}
 	for _, f := range h.fields {
 		switch {
-		case !validHeaderName(f.name):
+		case !caddyconf.ValidHeaderName(f.name):
 			return fmt.Errorf("keygate: %q is not a valid header name", f.name)
 		case f.name == "Authorization" || f.name == "Proxy-Authorization" || f.name == "Cookie" || f.name == "Host":
 			return fmt.Errorf("keygate: identity header may not be %s", f.name)
@@ -332,20 +333,6 @@ func knownField(name string) bool {
 		}
 	}
 	return false
-}
-
-// validHeaderName reports whether s is an RFC 9110 token.
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 // Interface guards

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/keygate/keygate/caddymodule/caddyconf"
 	"github.com/keygate/keygate/caddymodule/store"
 	"github.com/keygate/keygate/caddymodule/store/postgres"
 	"github.com/keygate/keygate/caddymodule/store/sqlite"
@@ -164,7 +165,7 @@ func (s *PostgresStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("listen takes one value, for example: listen {env.KEYGATE_LISTEN_URL}")
 			}
 		default:
-			return unknownOption(d, "postgres store", "dsn", "listen")
+			return caddyconf.UnknownOption(d, "postgres store", "dsn", "listen")
 		}
 	}
 	if s.DSN == "" {
@@ -242,7 +243,7 @@ func (s *SQLiteStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("path takes one value, for example: path /var/lib/keygate/keygate.db")
 			}
 		default:
-			return unknownOption(d, "sqlite store", "path")
+			return caddyconf.UnknownOption(d, "sqlite store", "path")
 		}
 	}
 	return nil
