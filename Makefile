@@ -62,10 +62,13 @@ test:
 	$(GO) test -count=1 -run 'Allocs' ./caddymodule/keys ./caddymodule/auth
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-# Micro-benchmarks of the request check, then real Caddy under load.
+# Micro-benchmarks (the request check, the scope policy, message checks),
+# real Caddy under load against plain Caddy and basic_auth, and the time a
+# deletion or creation takes to reach every instance of a fleet of three.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./caddymodule/...
+	$(GO) test -run '^$$' -bench . -benchmem ./caddymodule/keys ./caddymodule/cache ./caddymodule/auth ./caddymodule/scope ./caddymodule
 	$(GO) run ./cmd/loadbench -keygate $(BIN)
+	$(GO) test -run '^$$' -bench RevocationLag -benchtime 1x ./caddymodule/e2e
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
