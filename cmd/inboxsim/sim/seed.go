@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -199,7 +200,9 @@ func (s *Server) SeedDemo(account string) {
 		return NewAttachment{FileName: strings.ToLower(strings.ReplaceAll(title, " ", "-")) + ".pdf", ContentType: "application/pdf", Content: tinyPDF(title)}
 	}
 
-	staging := s.newInbox(account, "", "Staging")
+	// Ids derived from the account: a demo restarted for the same account
+	// has the same inboxes, so keys restricted to them keep working.
+	staging := s.newInbox(account, s.demoServerID(account, "Staging"), "Staging")
 	to := "ada@" + staging.domain()
 	s.insert(staging, NewMessage{
 		From: "Acme <hello@acme.example>", To: to, Received: ago(3 * time.Hour),
@@ -225,7 +228,7 @@ func (s *Server) SeedDemo(account string) {
 			{FileName: "invoice-1042.csv", ContentType: "text/csv", Content: []byte("item,qty,price\nseat,3,29.00\n")}},
 	})
 
-	prod := s.newInbox(account, "", "Production")
+	prod := s.newInbox(account, s.demoServerID(account, "Production"), "Production")
 	to = "orders@" + prod.domain()
 	s.insert(prod, NewMessage{
 		From: "Shop <orders@shop.example>", To: to, Received: ago(150 * time.Minute),
@@ -277,4 +280,18 @@ func tinyPDF(title string) []byte {
 	}
 	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(objs)+1, xref)
 	return []byte(b.String())
+}
+
+// demoServerID derives a stable server id from the account and the inbox
+// name, or mints one if that id is taken.
+func (s *Server) demoServerID(account, name string) string {
+	sum := sha256.Sum256([]byte("inboxsim demo " + account + " " + name))
+	id := make([]byte, 8)
+	for i := range id {
+		id[i] = lowerAlnum[int(sum[i])%len(lowerAlnum)]
+	}
+	if s.servers[string(id)] != nil {
+		return s.mintServerID()
+	}
+	return string(id)
 }

@@ -1060,3 +1060,19 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSeedDemoIDsAreStable(t *testing.T) {
+	ids := func() []string {
+		s := New(Options{})
+		s.SeedDemo("acct_demo")
+		var out []string
+		for _, in := range s.inboxes("acct_demo") {
+			out = append(out, in.id)
+		}
+		return out
+	}
+	a, b := ids(), ids()
+	if len(a) != 2 || a[0] != b[0] || a[1] != b[1] || a[0] == a[1] {
+		t.Fatalf("demo inbox ids %v then %v; want the same two", a, b)
+	}
+}
