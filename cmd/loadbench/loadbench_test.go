@@ -161,3 +161,38 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+// fakeRun is a run of 10 000 requests with the given rate, Caddy CPU
+// (µs/req) and upstream CPU (µs/req).
+func fakeRun(round int, scenario string, rps, cpu, upstream float64) *runResult {
+	w := wrkResult{Requests: 10000, RPS: rps, P50: time.Millisecond, P99: 5 * time.Millisecond}
+	return &runResult{round: round, scenario: scenario, wrk: w,
+		caddyCPU:    time.Duration(cpu*10000) * time.Microsecond,
+		upstreamCPU: time.Duration(upstream*10000) * time.Microsecond}
+}
+
+func TestSummarizePairsWithinRounds(t *testing.T) {
+	runs := []*runResult{
+		fakeRun(0, scPlain, 1000, 60, 25), fakeRun(0, scKeygate, 950, 66, 26),
+		fakeRun(1, scPlain, 800, 80, 25), fakeRun(1, scKeygate, 780, 84, 26),
+		// Round 2: keygate ran while the VM was much slower; round 3: noisy.
+		fakeRun(2, scPlain, 1000, 60, 25), fakeRun(2, scKeygate, 700, 90, 35),
+		fakeRun(3, scPlain, 1000, 60, 25), fakeRun(3, scKeygate, 500, 60, 25),
+	}
+	runs[7].noisy = true
+	changed := markSpeedChanges(runs)
+	if changed[scKeygate] != 1 || !runs[5].speedChanged {
+		t.Errorf("speed changes = %v, want round 2's keygate run", changed)
+	}
+	s := summarize(scKeygate, runs)
+	if s.clean != 2 || s.dropped != 2 || s.fellBack {
+		t.Fatalf("clean %d, dropped %d, fellBack %v; want 2, 2, false", s.clean, s.dropped, s.fellBack)
+	}
+	// Ratios 0.95 and 0.975: each round against its own plain run.
+	if got := median(s.ratio); got < 0.9624 || got > 0.9626 {
+		t.Errorf("median ratio = %v, want 0.9625", got)
+	}
+	if got := median(s.dcpu); got < 4.99 || got > 5.01 {
+		t.Errorf("median CPU difference = %v µs/req, want 5", got)
+	}
+}

@@ -133,8 +133,11 @@ type runResult struct {
 	// disturbed: something outside the benchmark spoiled the run, which
 	// running it again may avoid (unlike failed requests).
 	disturbed bool
-	notes     []string
-	attempts  int // 1, or more when disturbed runs were run again
+	// speedChanged: the VM ran at another speed than in the plain run of
+	// the same round (set by the report, from the upstream's CPU).
+	speedChanged bool
+	notes        []string
+	attempts     int // 1, or more when disturbed runs were run again
 }
 
 // cpuPerReq returns µs of CPU per completed request.
@@ -145,7 +148,7 @@ func perReq(d time.Duration, r wrkResult) float64 {
 	return float64(d.Microseconds()) / float64(r.Requests)
 }
 
-func run(ctx context.Context, o options) (err error) {
+func run(ctx context.Context, o options) error {
 	o.commandLine = commandLine()
 	if err := o.check(); err != nil {
 		return err
