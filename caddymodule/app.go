@@ -114,18 +114,21 @@ type runtime struct {
 	manager  *auth.Manager
 	objects  *scope.Objects
 	follower *fleet.Follower // nil for a store that is not shared by a fleet
+	storeID  string          // the follower's share of the store
 	stop     context.CancelFunc
 	done     chan struct{}
 }
 
 // Destruct stops following key events when the last config using the
-// runtime is gone. The store has its own pool entry.
+// runtime is gone, then releases the follower's share of the store.
 func (rt *runtime) Destruct() error {
-	if rt.stop != nil {
-		rt.stop()
-		<-rt.done
+	if rt.stop == nil {
+		return nil
 	}
-	return nil
+	rt.stop()
+	<-rt.done
+	_, err := stores.Delete(rt.storeID)
+	return err
 }
 
 var runtimes = caddy.NewUsagePool()
@@ -225,6 +228,9 @@ func (a *App) Start() error {
 	if err != nil {
 		return err
 	}
+	// Serve at once: with the cache shared across a reload it is warm, and
+	// a store not yet migrated only fails lookups (503) until it is.
+	a.rt.Store(rt)
 	var ctx context.Context
 	ctx, a.stop = context.WithCancel(context.Background())
 	if a.Migrate == "auto" {
@@ -245,7 +251,6 @@ func (a *App) Start() error {
 	a.bg.Add(2)
 	go a.purgeObjects(ctx, rt.store)
 	go a.writeLastUsed(ctx, rt)
-	a.rt.Store(rt)
 	return nil
 }
 
@@ -336,7 +341,11 @@ func (a *App) open(follow bool) (*runtime, error) {
 	if follow {
 		cfg.StaleBound = time.Duration(a.StaleBound)
 	}
-	a.rtKey = fmt.Sprintf("%s|%x|%+v|%v|%v", a.storeMod.ID(), sha256.Sum256(secret), cfg, a.ObjectRetention, follow)
+	listenDSN := ""
+	if follow {
+		listenDSN = ld.ListenDSN()
+	}
+	a.rtKey = fmt.Sprintf("%s|%x|%+v|%v|%x", a.storeMod.ID(), sha256.Sum256(secret), cfg, a.ObjectRetention, sha256.Sum256([]byte(listenDSN)))
 	v, _, err := runtimes.LoadOrNew(a.rtKey, func() (caddy.Destructor, error) {
 		usage := auth.NewUsage()
 		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: st.LookupKey, Cache: cfg, ObserveLookup: observeLookup, Usage: usage})
@@ -357,9 +366,15 @@ func (a *App) open(follow bool) (*runtime, error) {
 			objects:  objects,
 		}
 		if follow {
-			if rt.follower, err = a.newFollower(fs, ld.ListenDSN(), verifier); err != nil {
+			if rt.follower, err = a.newFollower(fs, listenDSN, verifier); err != nil {
 				return nil, err
 			}
+			// The follower needs the store until it has stopped, which may
+			// be after the config's store module has released its share.
+			if _, err := sharedStore(a.storeMod.ID(), func() (store.Store, error) { return st, nil }); err != nil {
+				return nil, err
+			}
+			rt.storeID = a.storeMod.ID()
 			var ctx context.Context
 			ctx, rt.stop = context.WithCancel(context.Background()) // outlives this config, like the runtime
 			rt.done = make(chan struct{})
@@ -389,7 +404,10 @@ func (a *App) newFollower(fs store.FleetStore, listenDSN string, v *auth.Verifie
 		InstanceID: suffix,
 		Address:    fmt.Sprintf("%s pid %d", host, os.Getpid()),
 		Heartbeat:  Heartbeat,
-		Logger:     a.logger.Named("fleet"),
+		Keepalive:  max(time.Duration(a.StaleBound)/3, 100*time.Millisecond),
+		// The follower outlives this config: not the config's logger,
+		// whose writer a later config may close.
+		Logger:     caddy.Log().Named("keygate.fleet"),
 		ObserveLag: func(d time.Duration) { revocationLag.Observe(d.Seconds()) },
 	})
 }

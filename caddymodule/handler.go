@@ -270,9 +270,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		c.Write(zap.String("key_id", id.KeyID), zap.String("key_prefix", id.Display))
 	}
 	delete(r.Header, "Authorization")
-	for _, f := range h.fields {
-		if v := id.Values(f.field); v != nil {
-			r.Header[f.name] = v
+	h.dropForgedAliases(r.Header)
+	// One allocation for all the values: they must be the request's own,
+	// since a later handler (request_header) may edit them in place.
+	vals := make([]string, len(h.fields))
+	for i, f := range h.fields {
+		if v := id.Field(f.field); v != "" {
+			vals[i] = v
+			r.Header[f.name] = vals[i : i+1 : i+1]
 		} else {
 			delete(r.Header, f.name) // also drops a forged one
 		}
@@ -286,6 +291,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	return h.enforceScope(w, r, next, rt, id)
+}
+
+// dropForgedAliases removes client headers that spell an identity header
+// with underscores. net/http leaves such names as sent (X_keygate_account),
+// and CGI-style upstreams (FastCGI, WSGI, Rack) read '_' and '-' alike, so
+// X_Keygate_Account would reach them as the account header. Ordinary header
+// names hold no underscore, so this costs a byte scan per header name.
+func (h *Handler) dropForgedAliases(hdr http.Header) {
+	for name := range hdr {
+		if strings.IndexByte(name, '_') < 0 {
+			continue
+		}
+		canonical := textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(name, "_", "-"))
+		for _, f := range h.fields {
+			if canonical == f.name {
+				delete(hdr, name)
+			}
+		}
+	}
 }
 
 // Error bodies in the inbox API's error shape. They are the same for every

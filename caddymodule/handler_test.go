@@ -112,6 +112,13 @@ func TestServeHTTPAllowed(t *testing.T) {
 		"X-Keygate-Account": {"forged"},
 		"X-Inbox":           {"forged", "twice"},
 		"Accept":            {"application/json"},
+		// Underscore spellings, which CGI-style upstreams read as the
+		// real headers (net/http keeps their names as sent).
+		"X_keygate_account":  {"forged"},
+		"X-keygate_key-id":   {"forged"},
+		"X_Inbox":            {"forged"},
+		"x_keygate_key_type": {"standard"},
+		"X_other_header":     {"kept"},
 	})
 	if w.Code != http.StatusOK || !got.called {
 		t.Fatalf("status %d, next called %v", w.Code, got.called)
@@ -130,6 +137,14 @@ func TestServeHTTPAllowed(t *testing.T) {
 	}
 	if got.header.Get("Authorization") != "" || got.header.Get("X-Keygate-Server") != "" {
 		t.Fatalf("credentials or the unconfigured default header passed on: %v", got.header)
+	}
+	for name := range got.header {
+		if strings.Contains(name, "_") && name != "X_other_header" {
+			t.Errorf("a forged underscore spelling %q reached the next handler", name)
+		}
+	}
+	if got.header["X_other_header"] == nil {
+		t.Error("an unrelated underscore header was dropped")
 	}
 	placeholders := map[string]string{
 		"http.auth.user.id":  k.ID,
@@ -397,5 +412,36 @@ func TestLastUsedIsWrittenInBatches(t *testing.T) {
 	got, err = app.Store().GetKey(ctx, k.AccountID, k.ID)
 	if err != nil || got.LastUsed == nil || time.Since(*got.LastUsed) > 5*time.Second {
 		t.Fatalf("last used after the flush = %v, %v", got.LastUsed, err)
+	}
+}
+
+// TestHeldMessageOnlyA200IsReleased: a restricted key's message of unknown
+// server is checked on its answer; an answer that is not a whole message
+// (a 206 to a Range, a 304) cannot be checked and is not passed on.
+func TestHeldMessageOnlyA200IsReleased(t *testing.T) {
+	app := testApp(t)
+	h := testHandler(t, app, &Handler{})
+	_, plain := newKey(t, app, store.Restricted, "abcd1234")
+	for _, status := range []int{http.StatusPartialContent, http.StatusNotModified, http.StatusNonAuthoritativeInfo} {
+		var sawRange bool
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			sawRange = r.Header.Get("Range") != "" || r.Header.Get("If-None-Match") != ""
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, err := w.Write([]byte(`{"id":"m1","server":"other99"`))
+			return err
+		})
+		req := httptest.NewRequest(http.MethodGet, "/api/messages/m-unknown", nil)
+		req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), nil, nil)
+		req.Header.Set("Authorization", "Bearer "+plain)
+		req.Header.Set("Range", "bytes=0-")
+		req.Header.Set("If-None-Match", `"x"`)
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, req, next); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != http.StatusBadGateway || strings.Contains(w.Body.String(), "other99") || sawRange {
+			t.Errorf("upstream %d: client got %d %q (upstream saw Range/If-: %v)", status, w.Code, w.Body, sawRange)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -39,7 +40,9 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 		decisionCounters[outForbidden].Inc()
 		return h.refuse(w, outForbidden, nil)
 	case scope.CheckObject:
-		s, found, err := rt.objects.ServerOf(r.Context(), id.AccountID, m.Route.Object(), m.Object, h.messageLookup(r, next))
+		ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.app.StoreTimeout))
+		s, found, err := rt.objects.ServerOf(ctx, id.AccountID, m.Route.Object(), m.Object, h.messageLookup(r, next))
+		cancel()
 		if err != nil {
 			return h.lookupFailed(w, r, m.Route.Object(), err)
 		}
@@ -68,6 +71,13 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 	// it (which server its messages, attachments and previews belong to).
 	narrowAcceptEncoding(r.Header)
 	hold := verdict == scope.CheckResponse
+	if hold {
+		// A partial or conditional answer would not carry the whole
+		// message to check: ask for the whole of it.
+		for _, k := range []string{"Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since"} {
+			r.Header.Del(k)
+		}
+	}
 	c := newCapture(w, hold, h.inspectLimit)
 	if err := next.ServeHTTP(c, r); err != nil {
 		if hold {
@@ -81,6 +91,12 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 		return h.refuse(w, outNotFound, nil)
 	}
 	if c.status != http.StatusOK { // nothing to check or learn: an error, a 202 …
+		if hold && c.status < 400 {
+			// Only a 200 carries the message's server; anything else that
+			// is not an error cannot be checked.
+			decisionCounters[outBadGateway].Inc()
+			return h.refuse(w, outBadGateway, nil)
+		}
 		decisionCounters[outAllowed].Inc()
 		if hold {
 			return c.release(w)
@@ -91,12 +107,16 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 	if server == "" && m.Route.Teaches == scope.TeachesPreviews {
 		// Previews are recorded under their message's server, which a
 		// standard key's request does not name.
-		server, _, _ = rt.objects.ServerOf(r.Context(), id.AccountID, scope.Message, m.Object, h.messageLookup(r, next))
+		ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.app.StoreTimeout))
+		server, _, _ = rt.objects.ServerOf(ctx, id.AccountID, scope.Message, m.Object, h.messageLookup(r, next))
+		cancel()
 	}
 	body, err := c.body()
 	named := ""
 	if err == nil {
-		named, err = rt.objects.Learn(r.Context(), id.AccountID, m.Route, server, body)
+		lctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.app.StoreTimeout))
+		named, err = rt.objects.Learn(lctx, id.AccountID, m.Route, server, body)
+		cancel()
 	}
 	if !hold {
 		decisionCounters[outAllowed].Inc()

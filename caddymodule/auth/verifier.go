@@ -54,31 +54,30 @@ const (
 	numFields
 )
 
-// Identity is a live key as the request path sees it. Its values are
-// computed once, when the cache is filled, so that a request on a cache hit
-// allocates nothing to use them.
+// Identity is a live key as the request path sees it. Its placeholder
+// values are boxed once, when the cache is filled, so that a request on a
+// cache hit allocates nothing to use them.
 type Identity struct {
 	store.Identity
-	values     [numFields][]string
+	fields     [numFields]string
 	boxed      [numFields]any
 	lastMarked atomic.Int64 // the second Usage last recorded this key in
 }
 
 func newIdentity(si store.Identity) *Identity {
 	id := &Identity{Identity: si}
-	for f, v := range [numFields]string{si.AccountID, si.KeyID, string(si.Type), si.ServerID, si.Display} {
-		if v == "" {
-			continue // a standard key has no server: no header, no placeholder
+	id.fields = [numFields]string{si.AccountID, si.KeyID, string(si.Type), si.ServerID, si.Display}
+	for f, v := range id.fields {
+		if v != "" { // a standard key has no server: no placeholder
+			id.boxed[f] = v
 		}
-		id.values[f] = []string{v}[:1:1] // cap 1: an append by a later handler copies
-		id.boxed[f] = v
 	}
 	return id
 }
 
-// Values returns the field as a header value slice shared by every request
-// of this key, or nil when the key has no such field. Do not modify it.
-func (id *Identity) Values(f Field) []string { return id.values[f] }
+// Field returns the field, or "" when the key has none (a standard key's
+// server).
+func (id *Identity) Field(f Field) string { return id.fields[f] }
 
 // Value returns the field boxed for a placeholder, or nil.
 func (id *Identity) Value(f Field) any { return id.boxed[f] }

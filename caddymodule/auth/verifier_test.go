@@ -71,8 +71,8 @@ func TestVerify(t *testing.T) {
 	if d.Result != Allowed || d.Identity.Identity != restricted || d.Cache != cache.Miss {
 		t.Fatalf("Verify = %+v", d)
 	}
-	if got := d.Identity.Values(FieldServerID); len(got) != 1 || got[0] != "abcd1234" || cap(got) != 1 {
-		t.Fatalf("server values = %q (cap %d)", got, cap(got))
+	if got := d.Identity.Field(FieldServerID); got != "abcd1234" {
+		t.Fatalf("server = %q", got)
 	}
 	if d.Identity.Value(FieldKeyID) != "key_r" {
 		t.Fatalf("key id value = %v", d.Identity.Value(FieldKeyID))
@@ -88,8 +88,8 @@ func TestVerify(t *testing.T) {
 
 	standard := kt.add(kr, store.Identity{KeyID: "key_s", AccountID: "acct_1", Type: store.Standard, Display: "kg_xyzab"})
 	d = v.Verify(ctx, []string{"Bearer " + string(standard)})
-	if d.Result != Allowed || d.Identity.Values(FieldServerID) != nil || d.Identity.Value(FieldServerID) != nil {
-		t.Fatalf("standard key: %+v, server %q", d, d.Identity.Values(FieldServerID))
+	if d.Result != Allowed || d.Identity.Field(FieldServerID) != "" || d.Identity.Value(FieldServerID) != nil {
+		t.Fatalf("standard key: %+v, server %q", d, d.Identity.Field(FieldServerID))
 	}
 }
 

@@ -105,6 +105,14 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 	}
 
 	c.mu.Lock()
+	// A fill may have completed between the miss above and the lock.
+	if e, ok := c.lru.Peek(k); ok && c.usable(&e, c.now().UnixNano()) {
+		c.mu.Unlock()
+		if e.found {
+			return e.v, true, Hit, nil
+		}
+		return v, false, NegativeHit, nil
+	}
 	if f, ok := c.flights[k]; ok {
 		c.mu.Unlock()
 		select {
@@ -121,6 +129,9 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 	c.flights[k] = f
 	c.mu.Unlock()
 
+	// The entry's age counts from before the query: what the query read
+	// may have changed while it was answered.
+	start := c.now()
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FetchTimeout)
 	f.v, f.found, f.err = c.fetch(fctx, k)
 	cancel()
@@ -137,8 +148,7 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 		if !f.found {
 			ttl = c.cfg.NegativeTTL
 		}
-		now := c.now()
-		c.lru.Add(k, entry[V]{v: f.v, found: f.found, filled: now.UnixNano(), expires: now.Add(ttl).UnixNano()})
+		c.lru.Add(k, entry[V]{v: f.v, found: f.found, filled: start.UnixNano(), expires: start.Add(ttl).UnixNano()})
 	}
 	c.mu.Unlock()
 	close(f.done)

@@ -393,3 +393,24 @@ func TestStaleBound(t *testing.T) {
 		t.Fatal("still distrusted after Trust")
 	}
 }
+
+// TestEntryAgeCountsFromTheQuery: a slow query's answer may be stale by
+// the time it returns, so its age counts from when the query started.
+func TestEntryAgeCountsFromTheQuery(t *testing.T) {
+	cfg := testConfig
+	cfg.StaleBound = 5 * time.Second
+	src := &source{data: map[string]int{"a": 1}}
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	c, err := New(cfg, func(ctx context.Context, k string) (int, bool, error) {
+		clk.Advance(3 * time.Second) // the query takes 3 s
+		return src.fetch(ctx, k)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now = clk.Now
+	c.Distrust(clk.Now())
+	mustLoad(t, c, "a", 1, true, Miss) // started at t0, returned at t0+3s
+	clk.Advance(2500 * time.Millisecond)
+	mustLoad(t, c, "a", 1, true, Miss) // t0+5.5s: past the bound from the query's start
+}

@@ -642,3 +642,35 @@ func TestFleetListenerCutOff(t *testing.T) {
 		t.Fatal("no revocation lag histogram in the metrics")
 	}
 }
+
+// TestFleetListenerHalfOpen: the listener's connection stays open but
+// nothing passes (a failover behind a virtual IP, a dropped NAT entry).
+// The listener's keepalive must notice within the staleness bound, so a
+// key deleted meanwhile is not trusted from the cache for longer.
+func TestFleetListenerHalfOpen(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	proxy := newTCPProxy(t, "127.0.0.1:5432")
+	f := newFleet(t, 1, dsn, func(int) (string, string) {
+		return dsn, strings.Replace(dsn, "127.0.0.1:5432", proxy.addr, 1)
+	})
+	n := f.nodes[0]
+	live, liveKey := f.mint("live")
+	f.create(live)
+	doomed, doomedKey := f.mint("doomed")
+	doomed = f.create(doomed)
+	w := f.watch(liveKey, doomedKey)
+	time.Sleep(200 * time.Millisecond)
+
+	proxy.silent.Store(true)
+	w.deleting(doomedKey, doomed)
+	time.Sleep(staleBound + 300*time.Millisecond)
+	if s := probe(n, doomedKey); s != http.StatusUnauthorized {
+		t.Fatalf("a key deleted while the listener was half-open answers %d past the bound", s)
+	}
+	proxy.silent.Store(false)
+	f.waitFor("the listener to be back", 15*time.Second, func() bool {
+		return strings.Contains(n.adminGet("/metrics"), "caddy_keygate_listener_up 1")
+	})
+	w.finish()
+}

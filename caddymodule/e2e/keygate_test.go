@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,6 +80,8 @@ func TestForgedIdentityHeadersNeverReachUpstream(t *testing.T) {
 		"X-KEYGATE-KEY-TYPE", "standard",
 		"X-Keygate-Server", "zzzz9999",
 		"X-Keygate-Server", "yyyy8888",
+		"X_Keygate_Account", other, // CGI-style upstreams read '_' as '-'
+		"X_keygate_server", "zzzz9999",
 	}
 	r := n.do("GET", "/api/servers", append([]string{"Authorization", bearer(standard)}, forged...)...)
 	if r.status != http.StatusOK {
@@ -89,6 +91,11 @@ func TestForgedIdentityHeadersNeverReachUpstream(t *testing.T) {
 	if got.Header.Get("X-Keygate-Account") != acct || got.Header.Get("X-Keygate-Key-Id") == "key_forged" ||
 		len(got.Header.Values("X-Keygate-Account")) != 1 || len(got.Header.Values("X-Keygate-Server")) != 0 {
 		t.Fatalf("forged headers reached the upstream: %v", got.Header)
+	}
+	for name := range got.Header {
+		if strings.Contains(strings.ToLower(name), "keygate_") {
+			t.Fatalf("a forged underscore spelling %q reached the upstream", name)
+		}
 	}
 
 	before := up.count()
@@ -406,13 +413,35 @@ func goroutines(t testing.TB, n *node) int {
 }
 
 // tcpProxy forwards to a target until set down, when it closes every
-// connection and refuses new ones.
+// connection and refuses new ones, or silent, when it keeps every
+// connection open but passes nothing (a half-open connection, as after a
+// failover or a dropped NAT entry).
 type tcpProxy struct {
 	addr   string
 	target string
 	mu     sync.Mutex
 	down   bool
+	silent atomic.Bool
 	conns  map[net.Conn]bool
+}
+
+// copyUnlessSilent copies like io.Copy, holding data back while silent.
+func (p *tcpProxy) copyUnlessSilent(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for p.silent.Load() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func newTCPProxy(t testing.TB, target string) *tcpProxy {
@@ -448,10 +477,16 @@ func (p *tcpProxy) serve(c net.Conn) {
 		return
 	}
 	p.mu.Lock()
+	if p.down { // set down while dialling
+		p.mu.Unlock()
+		c.Close()
+		b.Close()
+		return
+	}
 	p.conns[c], p.conns[b] = true, true
 	p.mu.Unlock()
-	go func() { io.Copy(b, c); b.Close() }()
-	io.Copy(c, b)
+	go func() { p.copyUnlessSilent(b, c); b.Close() }()
+	p.copyUnlessSilent(c, b)
 	c.Close()
 }
 

@@ -40,6 +40,10 @@ type Config struct {
 	Address    string
 	// Heartbeat is how often the instance reports itself. Default: 2s.
 	Heartbeat time.Duration
+	// Keepalive is how long the listener may stay silent before its
+	// connection is pinged; keep it well under the cache's staleness
+	// bound. Default: 1s.
+	Keepalive time.Duration
 	Logger    *zap.Logger
 	// ObserveLag, when set, is told how long each key event took from its
 	// commit to being applied here.
@@ -54,6 +58,7 @@ type Follower struct {
 	up        atomic.Bool
 	applied   atomic.Int64 // last applied seq; -1 before the first catch-up
 	appliedAt atomic.Int64 // unix nanoseconds
+	alive     atomic.Int64 // unix nanoseconds the listener was last known to work
 	beat      chan struct{}
 	wg        sync.WaitGroup
 }
@@ -65,6 +70,9 @@ func New(cfg Config) (*Follower, error) {
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 2 * time.Second
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -91,24 +99,28 @@ func (f *Follower) Run(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		connectedAt := time.Time{}
-		err := f.cfg.Store.ListenKeyEvents(ctx, f.cfg.ListenDSN,
+		err := f.cfg.Store.ListenKeyEvents(ctx, f.cfg.ListenDSN, f.cfg.Keepalive,
 			func() error {
 				if err := f.catchUp(ctx); err != nil {
 					return err
 				}
 				connectedAt = time.Now()
+				f.alive.Store(connectedAt.UnixNano())
 				f.up.Store(true)
 				f.cfg.Cache.Trust()
 				f.signal()
 				f.cfg.Logger.Info("following key events", zap.Int64("applied_seq", f.applied.Load()))
 				return nil
 			},
+			func() { f.alive.Store(time.Now().UnixNano()) },
 			func(ev store.KeyEvent) error { return f.event(ctx, ev) })
 		if ctx.Err() != nil {
 			break
 		}
 		if f.up.Swap(false) {
-			f.cfg.Cache.Distrust(time.Now())
+			// Deletions may have gone unseen since the connection last
+			// worked, not only since the failure was noticed.
+			f.cfg.Cache.Distrust(time.Unix(0, f.alive.Load()))
 			f.signal()
 			f.cfg.Logger.Warn("key event listener lost; cached keys are trusted only within the staleness bound until it is back", zap.Error(err))
 		} else {
@@ -140,6 +152,8 @@ func (f *Follower) Run(ctx context.Context) {
 // first connection and the cache holds entries from before it), it empties
 // the cache instead.
 func (f *Follower) catchUp(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	last, err := f.cfg.Store.LastKeyEvent(ctx)
 	if err != nil {
 		return fmt.Errorf("catching up: %w", err)
@@ -148,6 +162,11 @@ func (f *Follower) catchUp(ctx context.Context) error {
 	switch {
 	case applied < 0:
 		f.cfg.Cache.ForgetAll() // anything cached before the first connection
+	case last < applied:
+		// The numbers went back: the schema was recreated or restored.
+		f.cfg.Logger.Warn("key event numbers went back; emptying the key cache", zap.Int64("applied_seq", applied), zap.Int64("last_seq", last))
+		f.cfg.Cache.ForgetAll()
+		f.applied.Store(last)
 	case last > applied:
 		const most = 10_000
 		var evs []store.KeyEvent

@@ -192,3 +192,25 @@ func TestFollowerEmptiesCacheWhenEventsAreGone(t *testing.T) {
 		t.Fatalf("cache flushes %d → %d, want one more", before, after)
 	}
 }
+
+// TestFollowerNumbersWentBack: a restored or recreated schema restarts its
+// numbering; the follower must not ignore events up to its old number.
+func TestFollowerNumbersWentBack(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.stop()
+	<-w.done
+	_, before, _ := w.cache.state()
+	w.f.applied.Store(1000) // as if the schema had been far ahead before
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.f.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	w.waitFor("the catch-up", func() bool { return w.f.Up() })
+	if _, after, _ := w.cache.state(); after != before+1 || w.f.Applied() != 0 {
+		t.Fatalf("after numbers went back: %d flushes (was %d), applied %d", after, before, w.f.Applied())
+	}
+	k := w.createKey("after the restore")
+	w.waitFor("the new event", func() bool { return w.f.Applied() == k.Seq && w.forgot(k.Digest) })
+}

@@ -237,8 +237,10 @@ type FleetStore interface {
 	// ListenKeyEvents connects to dsn (a session connection: transaction
 	// poolers break LISTEN), listens, calls connected once listening, then
 	// delivers each event as it commits, until the connection fails, a
-	// callback returns an error, or ctx ends. It always returns an error.
-	ListenKeyEvents(ctx context.Context, dsn string, connected func() error, event func(KeyEvent) error) error
+	// callback returns an error, or ctx ends. It calls alive whenever the
+	// connection is known to work (an event, or a ping after keepalive of
+	// silence). It always returns an error.
+	ListenKeyEvents(ctx context.Context, dsn string, keepalive time.Duration, connected func() error, alive func(), event func(KeyEvent) error) error
 	// Heartbeat records the instance's state (insert or update).
 	Heartbeat(ctx context.Context, in Instance) error
 	// RemoveInstance removes an instance that is shutting down.

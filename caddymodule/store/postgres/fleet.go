@@ -17,9 +17,11 @@ import (
 
 var _ store.FleetStore = (*Store)(nil)
 
-// eventChannel is the NOTIFY channel of key events. A payload reads
+// channelSQL names the NOTIFY channel of key events. NOTIFY reaches every
+// listener of the database, whatever its schema, so each schema (each
+// deployment) has a channel of its own. A payload reads
 // "<seq> <op> <digest hex> <commit time, unix microseconds>".
-const eventChannel = "keygate_key_events"
+const channelSQL = `'keygate_key_events_' || substr(md5(current_schema()), 1, 16)`
 
 // announce numbers a key event, keeps it and announces it, inside the
 // transaction that makes the change: the notification is delivered only
@@ -34,7 +36,7 @@ func announce(ctx context.Context, tx pgx.Tx, op string, digest keys.Digest, at 
 		return 0, fmt.Errorf("recording key event: %w", err)
 	}
 	payload := fmt.Sprintf("%d %s %x %d", seq, op, digest[:], at.UnixMicro())
-	if _, err := tx.Exec(ctx, `select pg_notify($1, $2)`, eventChannel, payload); err != nil {
+	if _, err := tx.Exec(ctx, `select pg_notify(`+channelSQL+`, $1)`, payload); err != nil {
 		return 0, fmt.Errorf("announcing key event: %w", err)
 	}
 	return seq, nil
@@ -107,24 +109,49 @@ func (s *Store) PruneKeyEvents(ctx context.Context, before time.Time) (int64, er
 }
 
 // ListenKeyEvents listens on a connection of its own, not the pool's: a
-// LISTEN belongs to its session.
-func (s *Store) ListenKeyEvents(ctx context.Context, dsn string, connected func() error, event func(store.KeyEvent) error) error {
-	conn, err := pgx.Connect(ctx, dsn)
+// LISTEN belongs to its session. The channel is named from the pool's
+// schema, where the events are announced, whatever the listen DSN's search
+// path. A connection that stays silent is pinged every keepalive, so a
+// half-open one (a failover, a dropped NAT entry) is noticed in time.
+func (s *Store) ListenKeyEvents(ctx context.Context, dsn string, keepalive time.Duration, connected func() error, alive func(), event func(store.KeyEvent) error) error {
+	if keepalive <= 0 {
+		keepalive = 5 * time.Second
+	}
+	var channel string
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.pool.QueryRow(cctx, `select `+channelSQL).Scan(&channel); err != nil {
+		return fmt.Errorf("naming the key event channel: %w", err)
+	}
+	conn, err := pgx.Connect(cctx, dsn)
 	if err != nil {
 		return fmt.Errorf("connecting the key event listener: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "listen "+eventChannel); err != nil {
+	if _, err := conn.Exec(cctx, "listen "+pgx.Identifier{channel}.Sanitize()); err != nil {
 		return fmt.Errorf("listening for key events: %w", err)
 	}
 	if err := connected(); err != nil {
 		return err
 	}
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		wctx, cancel := context.WithTimeout(ctx, keepalive)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			pctx, cancel := context.WithTimeout(ctx, keepalive)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("pinging the key event listener: %w", err)
+			}
+			alive()
+			continue
+		case err != nil:
 			return fmt.Errorf("waiting for key events: %w", err)
 		}
+		alive()
 		ev, err := parsePayload(n.Payload)
 		if err != nil {
 			// Not ours to interpret: treat it as a gap, which the caller

@@ -46,7 +46,7 @@ func TestKeyEvents(t *testing.T) {
 	events := make(chan store.KeyEvent, 10)
 	done := make(chan error, 1)
 	go func() {
-		done <- s.ListenKeyEvents(lctx, dsn, func() error { close(connected); return nil }, func(ev store.KeyEvent) error { events <- ev; return nil })
+		done <- s.ListenKeyEvents(lctx, dsn, 100*time.Millisecond, func() error { close(connected); return nil }, func() {}, func(ev store.KeyEvent) error { events <- ev; return nil })
 	}()
 	select {
 	case <-connected:
@@ -154,5 +154,46 @@ func TestInstances(t *testing.T) {
 	}
 	if got, _ := s.ListInstances(ctx, time.Time{}); len(got) != 1 || got[0].ID != "inst-b" {
 		t.Fatalf("after RemoveInstance: %+v", got)
+	}
+}
+
+// TestKeyEventsStayInTheirSchema: NOTIFY reaches every listener of the
+// database, so two deployments in two schemas of one database must not
+// hear each other's key events.
+func TestKeyEventsStayInTheirSchema(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dsnA, dsnB := pgtest.DSN(t), pgtest.DSN(t)
+	a, b := openMigrated(t, dsnA), openMigrated(t, dsnB)
+	kr, _ := keys.NewKeyring([]byte("fleet test secret 0123456789abcdef"))
+
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	connected := make(chan struct{})
+	events := make(chan store.KeyEvent, 10)
+	go a.ListenKeyEvents(lctx, dsnA, time.Second, func() error { close(connected); return nil }, func() {}, func(ev store.KeyEvent) error { events <- ev; return nil })
+	<-connected
+
+	acctB, _ := b.CreateAccount(ctx, "b")
+	if _, err := b.CreateKey(ctx, testKey(t, kr, acctB.ID, "in b"), store.AuditEvent{Actor: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	acctA, _ := a.CreateAccount(ctx, "a")
+	ka := testKey(t, kr, acctA.ID, "in a")
+	if _, err := a.CreateKey(ctx, ka, store.AuditEvent{Actor: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-events:
+		if ev.Digest != ka.Digest {
+			t.Fatalf("schema a's listener heard another schema's event %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event for schema a")
+	}
+	select {
+	case ev := <-events:
+		t.Fatalf("an extra event reached schema a's listener: %+v", ev)
+	case <-time.After(200 * time.Millisecond):
 	}
 }
