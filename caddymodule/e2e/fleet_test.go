@@ -608,39 +608,7 @@ func startCluster(t testing.TB) *cluster {
 // the deleted key and confirms the live one.
 func TestFleetListenerCutOff(t *testing.T) {
 	t.Parallel()
-	dsn := pgtest.DSN(t)
-	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	f := newFleet(t, 1, dsn, func(int) (string, string) {
-		return dsn, strings.Replace(dsn, "127.0.0.1:5432", proxy.addr, 1)
-	})
-	n := f.nodes[0]
-	live, liveKey := f.mint("live")
-	f.create(live)
-	doomed, doomedKey := f.mint("doomed")
-	doomed = f.create(doomed)
-	w := f.watch(liveKey, doomedKey)
-	time.Sleep(200 * time.Millisecond)
-
-	proxy.setDown(true)
-	f.waitFor("the listener to be reported down", 10*time.Second, func() bool {
-		return strings.Contains(n.adminGet("/metrics"), "caddy_keygate_listener_up 0")
-	})
-	w.deleting(doomedKey, doomed)
-	time.Sleep(staleBound + 300*time.Millisecond)
-	if s := probe(n, doomedKey); s != http.StatusUnauthorized {
-		t.Fatalf("past the staleness bound with the listener down, a deleted key answers %d", s)
-	}
-	if s := probe(n, liveKey); s != http.StatusOK {
-		t.Fatalf("with the listener down, the live key answers %d", s)
-	}
-	proxy.setDown(false)
-	f.waitFor("the listener to be back", 10*time.Second, func() bool {
-		return strings.Contains(n.adminGet("/metrics"), "caddy_keygate_listener_up 1")
-	})
-	w.finish()
-	if !strings.Contains(n.adminGet("/metrics"), "caddy_keygate_revocation_lag_seconds_count") {
-		t.Fatal("no revocation lag histogram in the metrics")
-	}
+	testListenerOutage(t, true, func(p *tcpProxy, out bool) { p.setDown(out) })
 }
 
 // TestFleetListenerHalfOpen: the listener's connection stays open but
@@ -649,6 +617,15 @@ func TestFleetListenerCutOff(t *testing.T) {
 // key deleted meanwhile is not trusted from the cache for longer.
 func TestFleetListenerHalfOpen(t *testing.T) {
 	t.Parallel()
+	testListenerOutage(t, false, func(p *tcpProxy, out bool) { p.silent.Store(out) })
+}
+
+// testListenerOutage runs one node whose listener reaches Postgres through
+// a proxy (the store does not), takes the listener out with cut, deletes a
+// key, and checks that past the staleness bound the node refuses it and
+// still accepts the live key. waitDown waits for the node to report its
+// listener down before deleting.
+func testListenerOutage(t *testing.T, waitDown bool, cut func(p *tcpProxy, out bool)) {
 	dsn := pgtest.DSN(t)
 	proxy := newTCPProxy(t, "127.0.0.1:5432")
 	f := newFleet(t, 1, dsn, func(int) (string, string) {
@@ -662,15 +639,26 @@ func TestFleetListenerHalfOpen(t *testing.T) {
 	w := f.watch(liveKey, doomedKey)
 	time.Sleep(200 * time.Millisecond)
 
-	proxy.silent.Store(true)
+	cut(proxy, true)
+	if waitDown {
+		f.waitFor("the listener to be reported down", 10*time.Second, func() bool {
+			return strings.Contains(n.adminGet("/metrics"), "caddy_keygate_listener_up 0")
+		})
+	}
 	w.deleting(doomedKey, doomed)
 	time.Sleep(staleBound + 300*time.Millisecond)
 	if s := probe(n, doomedKey); s != http.StatusUnauthorized {
-		t.Fatalf("a key deleted while the listener was half-open answers %d past the bound", s)
+		t.Fatalf("past the staleness bound with the listener out, a deleted key answers %d", s)
 	}
-	proxy.silent.Store(false)
+	if s := probe(n, liveKey); s != http.StatusOK {
+		t.Fatalf("with the listener out, the live key answers %d", s)
+	}
+	cut(proxy, false)
 	f.waitFor("the listener to be back", 15*time.Second, func() bool {
 		return strings.Contains(n.adminGet("/metrics"), "caddy_keygate_listener_up 1")
 	})
 	w.finish()
+	if !strings.Contains(n.adminGet("/metrics"), "caddy_keygate_revocation_lag_seconds_count") {
+		t.Fatal("no revocation lag histogram in the metrics")
+	}
 }
