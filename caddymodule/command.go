@@ -2,14 +2,13 @@ package caddymodule
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"os/user"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
@@ -33,13 +32,14 @@ the actor. There is deliberately no command to delete a key.
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().StringP("config", "c", "", "Configuration file (default: ./Caddyfile if present)")
 			cmd.PersistentFlags().StringP("adapter", "a", "", "Name of config adapter")
+			cmd.PersistentFlags().BoolP("verbose", "v", false, "Show Caddy's own log lines (config file used, adapter warnings)")
 
 			cmd.AddCommand(&cobra.Command{
 				Use:   "migrate",
 				Short: "Applies pending schema migrations (safe to run from several hosts at once)",
 				Args:  cobra.NoArgs,
-				RunE: withStore(func(ctx context.Context, rt *runtime, cmd *cobra.Command) error {
-					if err := rt.store.Migrate(ctx); err != nil {
+				RunE: withStore(func(ctx context.Context, op *operation, cmd *cobra.Command) error {
+					if err := op.rt.store.Migrate(ctx); err != nil {
 						return err
 					}
 					fmt.Fprintln(cmd.OutOrStdout(), "keygate store is up to date")
@@ -57,8 +57,8 @@ func accountCommand() *cobra.Command {
 		Use:   "create <name>",
 		Short: "Creates an account and prints its id",
 		Args:  cobra.ExactArgs(1),
-		RunE: withStore(func(ctx context.Context, rt *runtime, cmd *cobra.Command) error {
-			a, err := rt.store.CreateAccount(ctx, cmd.Flags().Arg(0))
+		RunE: withStore(func(ctx context.Context, op *operation, cmd *cobra.Command) error {
+			a, err := op.rt.store.CreateAccount(ctx, cmd.Flags().Arg(0))
 			if err != nil {
 				return err
 			}
@@ -69,8 +69,8 @@ func accountCommand() *cobra.Command {
 		Use:   "list",
 		Short: "Lists accounts",
 		Args:  cobra.NoArgs,
-		RunE: withStore(func(ctx context.Context, rt *runtime, cmd *cobra.Command) error {
-			accounts, err := rt.store.ListAccounts(ctx)
+		RunE: withStore(func(ctx context.Context, op *operation, cmd *cobra.Command) error {
+			accounts, err := op.rt.store.ListAccounts(ctx)
 			if err != nil {
 				return err
 			}
@@ -89,9 +89,13 @@ func memberCommand() *cobra.Command {
 		Short: "Adds a user to an account, or changes their role",
 		Long:  "The user id is what the authentication in front of the dashboard sets as {http.auth.user.id}, for example the basic_auth user name.",
 		Args:  cobra.ExactArgs(2),
-		RunE: withStore(func(ctx context.Context, rt *runtime, cmd *cobra.Command) error {
+		RunE: withStore(func(ctx context.Context, op *operation, cmd *cobra.Command) error {
 			role, _ := cmd.Flags().GetString("role")
-			m, err := rt.store.SetMember(ctx, cmd.Flags().Arg(0), cmd.Flags().Arg(1), store.Role(role))
+			acct, err := op.account(ctx, cmd.Flags().Arg(0))
+			if err != nil {
+				return err
+			}
+			m, err := op.rt.store.SetMember(ctx, acct.ID, cmd.Flags().Arg(1), store.Role(role))
 			if err != nil {
 				return err
 			}
@@ -104,8 +108,12 @@ func memberCommand() *cobra.Command {
 		Use:   "list <account-id>",
 		Short: "Lists an account's members",
 		Args:  cobra.ExactArgs(1),
-		RunE: withStore(func(ctx context.Context, rt *runtime, cmd *cobra.Command) error {
-			ms, err := rt.store.ListMembers(ctx, cmd.Flags().Arg(0))
+		RunE: withStore(func(ctx context.Context, op *operation, cmd *cobra.Command) error {
+			acct, err := op.account(ctx, cmd.Flags().Arg(0))
+			if err != nil {
+				return err
+			}
+			ms, err := op.rt.store.ListMembers(ctx, acct.ID)
 			if err != nil {
 				return err
 			}
@@ -117,8 +125,12 @@ func memberCommand() *cobra.Command {
 		Use:   "remove <account-id> <user-id>",
 		Short: "Removes a user from an account",
 		Args:  cobra.ExactArgs(2),
-		RunE: withStore(func(ctx context.Context, rt *runtime, cmd *cobra.Command) error {
-			return rt.store.RemoveMember(ctx, cmd.Flags().Arg(0), cmd.Flags().Arg(1))
+		RunE: withStore(func(ctx context.Context, op *operation, cmd *cobra.Command) error {
+			acct, err := op.account(ctx, cmd.Flags().Arg(0))
+			if err != nil {
+				return err
+			}
+			return op.rt.store.RemoveMember(ctx, acct.ID, cmd.Flags().Arg(1))
 		}),
 	})
 	return member
@@ -133,13 +145,27 @@ func keyCommand() *cobra.Command {
 it once on standard output. The audit log records the operator as its
 creator. Account administrators manage keys in the dashboard.`,
 		Args: cobra.ExactArgs(2),
-		RunE: withStore(func(ctx context.Context, rt *runtime, cmd *cobra.Command) error {
-			server, _ := cmd.Flags().GetString("server")
-			nk := auth.NewKey{AccountID: cmd.Flags().Arg(0), Name: cmd.Flags().Arg(1), Type: store.Standard}
-			if server != "" {
+		RunE: withStore(func(ctx context.Context, op *operation, cmd *cobra.Command) error {
+			acct, err := op.account(ctx, cmd.Flags().Arg(0))
+			if err != nil {
+				return err
+			}
+			nk := auth.NewKey{AccountID: acct.ID, Name: cmd.Flags().Arg(1), Type: store.Standard}
+			if cmd.Flags().Changed("server") {
+				// An unset shell variable must not hand out an all-inbox key.
+				server, _ := cmd.Flags().GetString("server")
+				if server == "" {
+					return errors.New("--server is empty: give the id of the inbox (server) the key is restricted to, or leave --server out for a standard key")
+				}
+				if err := store.ValidateServerID(server); err != nil {
+					return err
+				}
+				if err := op.checkInbox(ctx, acct, server); err != nil {
+					return err
+				}
 				nk.Type, nk.ServerID = store.Restricted, server
 			}
-			k, plain, err := rt.manager.CreateKey(ctx, nk, auth.Actor{UserID: operator()})
+			k, plain, err := op.rt.manager.CreateKey(ctx, nk, auth.Actor{UserID: operatorActor()})
 			if err != nil {
 				return err
 			}
@@ -148,13 +174,18 @@ creator. Account administrators manage keys in the dashboard.`,
 			return nil
 		}),
 	}
-	create.Flags().String("server", "", "Restrict the key to this server (inbox) id")
+	create.Flags().String("server", "", "Restrict the key to this server (inbox) id, which must be one of the account's inboxes")
+	create.Flags().String("inbox-api", "", "Check --server against this inbox API (default: the keygate_admin handler's inbox_api in the config); off skips the check")
 	key.AddCommand(create, &cobra.Command{
 		Use:   "list <account-id>",
 		Short: "Lists an account's keys (never the keys themselves)",
 		Args:  cobra.ExactArgs(1),
-		RunE: withStore(func(ctx context.Context, rt *runtime, cmd *cobra.Command) error {
-			ks, err := rt.store.ListKeys(ctx, cmd.Flags().Arg(0))
+		RunE: withStore(func(ctx context.Context, op *operation, cmd *cobra.Command) error {
+			acct, err := op.account(ctx, cmd.Flags().Arg(0))
+			if err != nil {
+				return err
+			}
+			ks, err := op.rt.store.ListKeys(ctx, acct.ID)
 			if err != nil {
 				return err
 			}
@@ -174,68 +205,7 @@ creator. Account administrators manage keys in the dashboard.`,
 	return key
 }
 
-// withStore runs f with the runtime of the configured keygate app.
-func withStore(f func(ctx context.Context, rt *runtime, cmd *cobra.Command) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, _ []string) error {
-		cmd.SilenceUsage = true
-		configFile, _ := cmd.Flags().GetString("config")
-		adapter, _ := cmd.Flags().GetString("adapter")
-		app, err := appFromConfig(configFile, adapter)
-		if err != nil {
-			return err
-		}
-		cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		defer cancel() // cleans up the store module
-		if err := app.Provision(cctx); err != nil {
-			return err
-		}
-		defer app.Cleanup()
-		if err := app.Validate(); err != nil {
-			return err
-		}
-		rt, err := app.open(false)
-		if err != nil {
-			return err
-		}
-		ctx, stop := context.WithTimeout(context.Background(), time.Minute)
-		defer stop()
-		if app.Migrate == "auto" { // as the app does when it starts
-			if err := rt.store.Migrate(ctx); err != nil {
-				return err
-			}
-		}
-		return f(ctx, rt, cmd)
-	}
-}
-
-// appFromConfig reads the keygate app's settings from a config file. No
-// file, or a config without the keygate app, gives the defaults.
-func appFromConfig(configFile, adapter string) (*App, error) {
-	app := new(App)
-	raw, _, _, err := caddycmd.LoadConfig(configFile, adapter)
-	if err != nil {
-		return nil, fmt.Errorf("loading config: %w", err)
-	}
-	if len(raw) == 0 {
-		return app, nil
-	}
-	var cfg struct {
-		Apps struct {
-			Keygate json.RawMessage `json:"keygate"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	if cfg.Apps.Keygate != nil {
-		if err := json.Unmarshal(cfg.Apps.Keygate, app); err != nil {
-			return nil, fmt.Errorf("reading keygate app config: %w", err)
-		}
-	}
-	return app, nil
-}
-
-func operator() string {
+func operatorActor() string {
 	if u, err := user.Current(); err == nil && u.Username != "" {
 		return "operator:" + u.Username
 	}

@@ -35,6 +35,9 @@ type StoreModule interface {
 	// Local reports whether the store lives on this machine only, the one
 	// case where keygate may generate and keep its own secret.
 	Local() bool
+	// Describe says which database the store is, for operators: kind and
+	// path, or host and database, never a password.
+	Describe() string
 }
 
 // stores holds every open store, shared across config reloads and closed
@@ -100,13 +103,20 @@ func (s *PostgresStore) Provision(caddy.Context) error {
 	return nil
 }
 
-// Validate checks that a DSN was given.
+// Validate parses the DSNs as the pool and the listener will, so that a
+// DSN that cannot work fails `caddy validate` rather than every request.
 func (s *PostgresStore) Validate() error {
 	if s.dsn == "" {
 		return errors.New("postgres store: dsn is empty (if it is a placeholder such as {env.KEYGATE_DATABASE_URL}, is the variable set?)")
 	}
+	if err := postgres.CheckDSN(s.dsn); err != nil {
+		return fmt.Errorf("postgres store: %w", err)
+	}
 	if s.listen == "" {
 		return errors.New("postgres store: listen is empty (if it is a placeholder, is the variable set?)")
+	}
+	if err := postgres.CheckDSN(s.listen); err != nil {
+		return fmt.Errorf("postgres store: listen: %w", err)
 	}
 	return nil
 }
@@ -132,6 +142,9 @@ func (s *PostgresStore) ListenDSN() string { return s.listen }
 
 // Local reports false: a Postgres store may be shared by a fleet.
 func (s *PostgresStore) Local() bool { return false }
+
+// Describe names the database without its password.
+func (s *PostgresStore) Describe() string { return postgres.DescribeDSN(s.dsn) }
 
 // Cleanup releases this config's share of the pool.
 func (s *PostgresStore) Cleanup() error { return release(&s.opened, s.id) }
@@ -221,6 +234,9 @@ func (s *SQLiteStore) ID() string { return "sqlite:" + s.path }
 
 // Local reports true.
 func (s *SQLiteStore) Local() bool { return true }
+
+// Describe names the file.
+func (s *SQLiteStore) Describe() string { return "sqlite " + s.path }
 
 // Cleanup releases this config's share of the database.
 func (s *SQLiteStore) Cleanup() error { return release(&s.opened, s.ID()) }

@@ -155,13 +155,7 @@ func sameDSN(dsn string) func(int) (string, string) {
 
 func (f *fleet) waitFor(what string, limit time.Duration, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(f.t, what, limit, cond, nil)
 }
 
 // mint makes a key without storing it.
@@ -219,14 +213,16 @@ type watch struct {
 	stop    chan struct{}
 	done    sync.WaitGroup
 	probes  atomic.Int64
+	rounds  []atomic.Int64 // per node: rounds of probes completed
 }
 
 func (f *fleet) watch(keys ...string) *watch {
-	w := &watch{f: f, live: map[string]bool{}, deleted: map[string]time.Time{}, stop: make(chan struct{})}
+	w := &watch{f: f, live: map[string]bool{}, deleted: map[string]time.Time{}, stop: make(chan struct{}),
+		rounds: make([]atomic.Int64, len(f.nodes))}
 	for _, k := range keys {
 		w.live[k] = true
 	}
-	for _, n := range f.nodes {
+	for i, n := range f.nodes {
 		w.done.Add(1)
 		go func() {
 			defer w.done.Done()
@@ -266,6 +262,7 @@ func (f *fleet) watch(keys ...string) *watch {
 						f.t.Errorf("a key (%s…) deleted %v before was accepted by %s", k[:8], sent.Sub(at), n.addr)
 					}
 				}
+				w.rounds[i].Add(1)
 				time.Sleep(2 * time.Millisecond)
 			}
 		}()
@@ -281,6 +278,23 @@ func (w *watch) deleting(key string, k store.Key) {
 	w.deleted[key] = time.Now()
 	w.mu.Unlock()
 	w.f.delete(k)
+}
+
+// waitRound waits until every node has been probed with every key at
+// least once more from now on: then each node has cached them all.
+func (w *watch) waitRound() {
+	from := make([]int64, len(w.rounds))
+	for i := range w.rounds {
+		from[i] = w.rounds[i].Load()
+	}
+	w.f.waitFor("a full round of probes on every node", 30*time.Second, func() bool {
+		for i := range w.rounds {
+			if w.rounds[i].Load() < from[i]+2 { // the round under way may have started before
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func (w *watch) finish() {
@@ -396,7 +410,7 @@ func TestFleetListenerKilled(t *testing.T) {
 		doomedKeys = append(doomedKeys, s)
 	}
 	w := f.watch(append([]string{liveKey}, doomedKeys...)...)
-	time.Sleep(200 * time.Millisecond) // everything cached
+	w.waitRound() // everything cached
 
 	for i := range doomed {
 		if n := terminateListeners(t, dsn, prefix+"0"); n != 1 {
@@ -440,7 +454,7 @@ func TestFleetStoreUnreachable(t *testing.T) {
 	doomed, doomedKey := f.mint("doomed")
 	doomed = f.create(doomed)
 	w := f.watch(liveKey, doomedKey)
-	time.Sleep(200 * time.Millisecond)
+	w.waitRound()
 
 	proxy.setDown(true)
 	w.deleting(doomedKey, doomed)
@@ -473,7 +487,7 @@ func TestFleetPostgresRestart(t *testing.T) {
 	doomed, doomedKey := f.mint("doomed")
 	doomed = f.create(doomed)
 	w := f.watch(liveKey, doomedKey)
-	time.Sleep(200 * time.Millisecond)
+	w.waitRound()
 
 	pg.ctl("restart", "-m", "fast")
 	// The test's own pool reconnects on its next query.
@@ -530,24 +544,36 @@ func TestFleetConcurrentChanges(t *testing.T) {
 		}
 	})
 	wg.Wait()
-	time.Sleep(300 * time.Millisecond)
-	w.finish()
-	for _, n := range f.nodes {
+	// Each node applies the last events within milliseconds of their
+	// commit: wait for the final state everywhere, then check it.
+	state := func(n *node) string {
+		var b strings.Builder
 		for i, e := range entries {
 			want := http.StatusOK
 			if i%2 == 0 {
 				want = http.StatusUnauthorized
 			}
 			if s := probe(n, e.secret); s != want {
-				t.Errorf("%s: key %d answers %d, want %d", n.addr, i, s, want)
+				fmt.Fprintf(&b, "key %d answers %d, want %d; ", i, s, want)
 			}
 		}
-		for _, e := range created {
+		for i, e := range created {
 			if s := probe(n, e.secret); s != http.StatusOK {
-				t.Errorf("%s: a created key answers %d", n.addr, s)
+				fmt.Fprintf(&b, "created key %d answers %d; ", i, s)
 			}
+		}
+		return b.String()
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for _, n := range f.nodes {
+		for s := state(n); s != ""; s = state(n) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s", n.addr, s)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	w.finish()
 }
 
 // cluster is a throwaway Postgres the test owns, so that restarting it
@@ -637,7 +663,7 @@ func testListenerOutage(t *testing.T, waitDown bool, cut func(p *tcpProxy, out b
 	doomed, doomedKey := f.mint("doomed")
 	doomed = f.create(doomed)
 	w := f.watch(liveKey, doomedKey)
-	time.Sleep(200 * time.Millisecond)
+	w.waitRound()
 
 	cut(proxy, true)
 	if waitDown {

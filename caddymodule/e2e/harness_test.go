@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -73,6 +74,7 @@ type node struct {
 	cmd       *osexec.Cmd
 	out       *syncBuffer
 	exited    chan struct{}
+	extraEnv  []string // more environment for the process and the command line
 }
 
 // site is the guarded site's Caddyfile block body; global the keygate
@@ -119,12 +121,12 @@ func (n *node) writeConfig(cfg nodeConfig) {
 }
 
 func (n *node) env() []string {
-	return append(os.Environ(),
+	return append(append(os.Environ(),
 		"HOME="+n.dir,
 		"XDG_DATA_HOME="+filepath.Join(n.dir, "data"),
 		"XDG_CONFIG_HOME="+filepath.Join(n.dir, "config"),
 		"KEYGATE_SECRET=e2e-secret-0123456789abcdefghijklmnopqrstuvwxyz",
-	)
+	), n.extraEnv...)
 }
 
 // start runs Caddy and waits until it serves, failing the test if it does
@@ -161,6 +163,32 @@ func (n *node) start() {
 			t.Fatalf("keygate did not serve within 30s:\n%s", n.out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitFollowing waits until the node follows the fleet's key events
+// (Postgres store): its first catch-up empties the cache, so a test that
+// relies on what it cached must fill the cache after that.
+func (n *node) waitFollowing() {
+	n.t.Helper()
+	waitFor(n.t, "keygate to follow the key events", 30*time.Second, func() bool {
+		return strings.Contains(n.adminGet("/metrics"), "\ncaddy_keygate_listener_up 1\n")
+	}, nil)
+}
+
+// waitFor polls cond until it holds, failing the test after limit with
+// what was awaited and, if given, the last state seen.
+func waitFor(t testing.TB, what string, limit time.Duration, cond func() bool, state func() string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			if state != nil {
+				t.Fatalf("timed out after %v waiting for %s: %s", limit, what, state())
+			}
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -330,16 +358,30 @@ func (u *upstream) last(t testing.TB) *http.Request {
 	return u.seen[len(u.seen)-1]
 }
 
+// handedOut holds the ports freeAddr gave this process's tests.
+var handedOut sync.Map
+
 // freeAddr returns a loopback address with a port that was free a moment
-// ago: tests never use fixed ports.
+// ago: tests never use fixed ports. The port is below the kernel's
+// ephemeral range, so that no outgoing connection (to Postgres, say) takes
+// it before the test's server binds it, and never handed out twice, so
+// that tests running in parallel cannot be given the same one.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := 20000 + mathrand.IntN(12000)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // another service's
+		}
+		l.Close()
+		return l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port between 20000 and 32000")
+	return ""
 }
 
 type syncBuffer struct {
