@@ -303,6 +303,68 @@ func TestAccountSwitcher(t *testing.T) {
 	}
 }
 
+// selectedPattern finds the account switcher's selected options.
+var selectedPattern = regexp.MustCompile(`<option value="([^"]*)" selected>`)
+
+// TestErrorPageSwitcher: an error page's switcher shows the account the
+// request was about, or the user's default when it names none of theirs,
+// and never leaves the browser to pick the first account.
+func TestErrorPageSwitcher(t *testing.T) {
+	f := newFixture(t)
+	acme, other := f.acme, f.other
+	// erin is listed on Acme first, but administers only Other: her
+	// default is Other.
+	for _, m := range []struct {
+		acct string
+		role store.Role
+	}{{acme, store.Member}, {other, store.Admin}} {
+		if _, err := f.app.Store().SetMember(context.Background(), m.acct, "erin", m.role); err != nil {
+			t.Fatal(err)
+		}
+	}
+	daveAcme, daveOther := f.token("dave", acme), f.token("dave", other)
+	form := func(pairs ...string) url.Values {
+		v := url.Values{}
+		for i := 0; i+1 < len(pairs); i += 2 {
+			v.Set(pairs[i], pairs[i+1])
+		}
+		return v
+	}
+	cases := []struct {
+		name     string
+		r        reply
+		status   int
+		want     string
+		selected string
+		nav      bool // the page links the selected account's pages
+	}{
+		{"missing key (GET)", f.get("/delete?account="+other+"&key=nope", "dave"), 404, "API key not found", other, true},
+		{"bad key type", f.get("/new?account="+other+"&type=bogus", "dave"), 404, "no such key type", other, true},
+		{"missing key (POST)", f.post("/delete", "dave", form("account", other, "csrf_token", daveOther, "key", "nope", "confirm_name", "x")), 404, "API key not found", other, true},
+		{"wrong token (POST)", f.post("/reveal", "dave", form("account", other, "csrf_token", daveAcme, "key", "nope")), 403, msgCSRF, other, true},
+		{"unknown account", f.get("/audit?account=nope", "dave"), 404, msgNoAcct, acme, true},
+		{"member only", f.get("/?account="+acme, "erin"), 403, msgNotAdmin, acme, false},
+		{"unknown account, default not first", f.get("/audit?account=nope", "erin"), 404, msgNoAcct, other, true},
+		{"no account named", f.get("/delete?key=nope", "erin"), 404, msgNoAcct, other, true},
+		// The body of a cross-site request is not read, even for the switcher.
+		{"cross-site", f.post("/delete", "erin", form("account", acme, "csrf_token", "x"), "Sec-Fetch-Site", "cross-site"), 403, msgCross, other, true},
+	}
+	for _, c := range cases {
+		expect(t, c.name, c.r, c.status, c.want, `id="account-switch"`)
+		got := selectedPattern.FindAllStringSubmatch(c.r.body, -1)
+		if len(got) != 1 || got[0][1] != c.selected {
+			t.Errorf("%s: the switcher selects %q, want %q", c.name, got, c.selected)
+		}
+		nav := strings.Contains(c.r.body, `href="audit?account=`+c.selected+`"`)
+		if nav != c.nav {
+			t.Errorf("%s: navigation for the selected account: %v, want %v", c.name, nav, c.nav)
+		}
+		if c.nav && c.status == 404 && !strings.Contains(c.r.body, `href="./?account=`+c.selected+`">Back to API Keys`) {
+			t.Errorf("%s: Back to API Keys does not lead to the selected account", c.name)
+		}
+	}
+}
+
 func TestCreateStandardKey(t *testing.T) {
 	f := newFixture(t)
 	expect(t, "the form", f.get("/new?type=standard&account="+f.acme, "alice"), http.StatusOK, "Create standard key", `name="name"`, "Create</button>")

@@ -42,8 +42,9 @@ type view struct {
 	User     string
 	Accounts []account // the account switcher, when there are several
 	Account  *account  // the current account; nil on some error pages
+	Selected string    // the account the switcher shows: Account's, or the one an error page is about
 	CSRF     string    // the current account's token
-	Section  string    // "keys" or "audit": the current navigation item
+	Section  string    // "keys", "audit" or "fleet": the current navigation item
 }
 
 // keyRow is a key as the pages show it.
@@ -80,6 +81,7 @@ func (d *Dashboard) row(k store.Key, names map[string]string) keyRow {
 func (d *Dashboard) base(s *session, accts []account, acct *account, title, section string) view {
 	v := view{Title: title, User: s.user, Accounts: accts, Account: acct, Section: section}
 	if acct != nil {
+		v.Selected = acct.ID
 		v.CSRF = s.token(acct.ID)
 	}
 	return v
@@ -106,8 +108,22 @@ type keysView struct {
 	CanRestrict bool
 }
 
+// defaultAccount is the account a user lands on: the first they
+// administer, else the first they are a member of; nil for none.
+func defaultAccount(accts []account) *account {
+	for i := range accts {
+		if accts[i].Role == store.Admin {
+			return &accts[i]
+		}
+	}
+	if len(accts) == 0 {
+		return nil
+	}
+	return &accts[0]
+}
+
 // keysPage lists the account's keys: the account of ?account=, or the
-// user's first account that they administer.
+// user's default account.
 func (d *Dashboard) keysPage(w http.ResponseWriter, r *http.Request, s *session) error {
 	ctx := r.Context()
 	accts, err := s.memberships(ctx)
@@ -116,16 +132,11 @@ func (d *Dashboard) keysPage(w http.ResponseWriter, r *http.Request, s *session)
 	}
 	id := r.URL.Query().Get("account")
 	if id == "" {
-		if len(accts) == 0 {
+		def := defaultAccount(accts)
+		if def == nil {
 			return fail(http.StatusForbidden, msgNoMember)
 		}
-		id = accts[0].ID
-		for _, a := range accts {
-			if a.Role == store.Admin {
-				id = a.ID
-				break
-			}
-		}
+		id = def.ID
 	}
 	acct, err := s.admin(ctx, id)
 	if err != nil {
@@ -419,10 +430,36 @@ func (d *Dashboard) writeError(w http.ResponseWriter, r *http.Request, s *sessio
 	if s != nil && status != http.StatusInternalServerError {
 		v.User = s.user
 		v.Accounts, _ = s.memberships(r.Context())
+		v.about(r)
 	}
 	if err := d.render(w, status, "error", v); err != nil {
 		d.cfg.Logger.Error("rendering error page", zap.Error(err))
 		http.Error(w, msg, status)
+	}
+}
+
+// about points the switcher of an error page at the account the request
+// named (in its query, or in a form the handler read), if the user is one
+// of its members, else at the user's default account; the navigation
+// follows when the user administers that account. A body that the handler
+// did not read, as that of a cross-site request, is not read here.
+func (v *errorView) about(r *http.Request) {
+	want := r.URL.Query().Get("account")
+	if r.Form != nil {
+		want = r.Form.Get("account")
+	}
+	acct := defaultAccount(v.Accounts)
+	for i := range v.Accounts {
+		if v.Accounts[i].ID == want {
+			acct = &v.Accounts[i]
+		}
+	}
+	if acct == nil {
+		return
+	}
+	v.Selected = acct.ID
+	if acct.Role == store.Admin {
+		v.Account = acct
 	}
 }
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -140,7 +141,10 @@ func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 // server-restricted key, reveals and copies a key, uses it through the
 // sidecar, deletes it by typing its name (from the keyboard), and the
 // sidecar refuses it on the next request. It saves screenshots of the key
-// list and of the delete dialog.
+// list and of the delete dialog. Then, with a second account, the
+// switcher works without its hidden Switch button, and on a phone (390 px)
+// the key list, its menu and dialogs, the form and the audit log fit the
+// screen's width.
 func TestAdminBrowser(t *testing.T) {
 	t.Parallel()
 	d := newDashboard(t, "/")
@@ -306,4 +310,155 @@ func TestAdminBrowser(t *testing.T) {
 		t.Fatal("the audit page shows a key")
 	}
 	screenshot(t, ctx, dir, "audit-log.png")
+
+	// With a second account the switcher appears; the script hides its
+	// Switch button (picking an account switches at once), and hidden
+	// means not displayed, whatever the button's own display.
+	d.n.cli("member", "add", d.other, "alice", "--role", "admin")
+	d.n.key(d.acct, "deploy bot with a rather long name", "")
+	step(t, ctx, "the list with two accounts", chromedp.Navigate(d.base+"?account="+d.acct), chromedp.WaitVisible(css("#account-switch")),
+		until(`document.querySelector('[data-autosubmit-button]').hidden`))
+	if shown := js[string](t, ctx, switchShown); shown != "" {
+		t.Fatalf("the hidden Switch button is displayed: %s", shown)
+	}
+	step(t, ctx, "picking the other account",
+		chromedp.Evaluate[chromedp.Void](`(s => { s.value = `+jsString(d.other)+`; s.dispatchEvent(new Event('change')); })(document.getElementById('account-switch'))`),
+		chromedp.WaitVisible(css(`nav a[href="audit?account=`+d.other+`"]`)), chromedp.WaitVisible(css("table.keys-table")))
+	if got := js[string](t, ctx, `document.getElementById('account-switch').value`); got != d.other {
+		t.Fatalf("after picking other the switcher shows %q", got)
+	}
+	screenshot(t, ctx, dir, "account-switcher.png")
+
+	// A phone, 390 px wide: nothing overflows sideways, each key is a card
+	// showing every column with its label, and the menu, the dialogs and
+	// the form fit.
+	step(t, ctx, "a phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+		chromedp.Navigate(d.base+"?account="+d.acct), chromedp.WaitVisible(css("table.keys-table")))
+	noOverflow := func(what string) {
+		t.Helper()
+		if got := js[string](t, ctx, overflow); got != "" {
+			t.Fatalf("%s at 390 px: %s", what, got)
+		}
+	}
+	noOverflow("the key list")
+	if bad := js[[]string](t, ctx, keyCardsShown); len(bad) > 0 || js[int](t, ctx, `document.querySelectorAll('table.keys-table tbody tr[data-key-id]').length`) != 2 {
+		t.Fatalf("at 390 px the key list hides:\n%s", strings.Join(bad, "\n"))
+	}
+	step(t, ctx, "back to the top", chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
+	screenshot(t, ctx, dir, "key-list-390px.png")
+
+	row = `tr[data-key-name="staging only"] `
+	step(t, ctx, "the Actions menu on a phone", chromedp.Click(css(row+`details.menu summary`)), chromedp.WaitVisible(css(row+`a[data-delete]`)))
+	noOverflow("the open Actions menu")
+	if got := js[string](t, ctx, fits(row+`.menu-list`)); got != "" {
+		t.Fatalf("the Actions menu at 390 px: %s", got)
+	}
+	step(t, ctx, "the delete dialog on a phone", chromedp.Click(css(row+`a[data-delete]`)), chromedp.WaitVisible(css("#delete-dialog")))
+	if got := js[string](t, ctx, fits("#delete-dialog")+` || `+fits(`#delete-dialog [data-delete-submit]`)); got != "" {
+		t.Fatalf("the delete dialog at 390 px: %s", got)
+	}
+	screenshot(t, ctx, dir, "delete-dialog-390px.png")
+	step(t, ctx, "closing the delete dialog", chromedp.Click(css(`#delete-dialog [data-close]`)), chromedp.WaitNotVisible(css("#delete-dialog")))
+	step(t, ctx, "the reveal dialog on a phone", chromedp.Click(css(row+`form[data-reveal] button`)), chromedp.WaitVisible(css("#reveal-dialog")),
+		until(`document.getElementById('reveal-value').value !== ''`))
+	if got := js[string](t, ctx, fits("#reveal-dialog")+` || `+fits(`#reveal-dialog [data-copy]`)+` || `+fits(`#reveal-dialog [data-close]`)); got != "" {
+		t.Fatalf("the reveal dialog at 390 px: %s", got)
+	}
+	// The key's field takes the dialog's width, the buttons go below it.
+	if w := js[float64](t, ctx, `document.getElementById('reveal-value').getBoundingClientRect().width / document.querySelector('#reveal-dialog .secret-field').getBoundingClientRect().width`); w < 0.99 {
+		t.Fatalf("the key's field takes %.0f%% of the dialog's width at 390 px", w*100)
+	}
+	screenshot(t, ctx, dir, "reveal-dialog-390px.png")
+	step(t, ctx, "closing the reveal dialog", chromedp.Click(css(`#reveal-dialog [data-close]`)), chromedp.WaitNotVisible(css("#reveal-dialog")))
+
+	step(t, ctx, "the restricted key's form on a phone", chromedp.Click(css(`a[href*="type=restricted"]`)), chromedp.WaitVisible(css("#server")))
+	noOverflow("the form")
+	if got := js[string](t, ctx, fits("#name")+` || `+fits("#server")+` || `+fits(`form[action="create"] button[type="submit"]`)); got != "" {
+		t.Fatalf("the form at 390 px: %s", got)
+	}
+	screenshot(t, ctx, dir, "create-form-390px.png")
+	step(t, ctx, "the audit log on a phone", chromedp.Navigate(d.base+"audit?account="+d.acct), chromedp.WaitVisible(css("table.audit-table")))
+	noOverflow("the audit log")
+	if got := js[string](t, ctx, auditCardsShown); got != "" {
+		t.Fatalf("the audit log at 390 px: %s", got)
+	}
+	screenshot(t, ctx, dir, "audit-log-390px.png")
 }
+
+// jsString quotes s for JavaScript.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// switchShown is "" when the switcher's Switch button takes no room on
+// the page, else what shows it.
+const switchShown = `(b => {
+  const r = b.getBoundingClientRect();
+  if (getComputedStyle(b).display !== 'none') return 'display: ' + getComputedStyle(b).display;
+  if (b.offsetParent !== null || r.width > 0 || r.height > 0) return 'a ' + r.width + '×' + r.height + ' box';
+  return '';
+})(document.querySelector('[data-autosubmit-button]'))`
+
+// overflow is "" when the page does not scroll sideways, else the
+// widths and the elements that stick out.
+const overflow = `(() => {
+  const w = window.innerWidth, sw = document.documentElement.scrollWidth;
+  if (w === 390 && sw <= w) return '';
+  const out = Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > w + 0.5)
+    .slice(0, 8).map(e => e.tagName.toLowerCase() + (e.className && e.className.baseVal === undefined ? '.' + e.className.split(' ').join('.') : '') + ' right=' + Math.round(e.getBoundingClientRect().right));
+  return 'innerWidth ' + w + ', scrollWidth ' + sw + ': ' + out.join(', ');
+})()`
+
+// fits is a JavaScript expression: "" when the element is displayed
+// inside the viewport's width, else why not.
+func fits(sel string) string {
+	return `((sel, e) => {
+  if (!e) return sel + ' is missing';
+  const r = e.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0) return sel + ' is not displayed';
+  if (r.left < 0 || r.right > window.innerWidth + 0.5) return sel + ' spans ' + Math.round(r.left) + '–' + Math.round(r.right) + ' of ' + window.innerWidth;
+  return '';
+})(` + jsString(sel) + `, document.querySelector(` + jsString(sel) + `))`
+}
+
+// auditCardsShown is "" when every cell of the audit log is inside the
+// viewport's width and its card does not scroll sideways.
+const auditCardsShown = `(() => {
+  const card = document.querySelector('table.audit-table').closest('.table-card');
+  if (card.scrollWidth > card.clientWidth) return 'the table scrolls sideways: ' + card.scrollWidth + ' in ' + card.clientWidth;
+  const out = Array.from(document.querySelectorAll('table.audit-table tbody td')).filter(td => td.getBoundingClientRect().right > window.innerWidth + 0.5);
+  return out.length ? out.length + ' cells stick out, the first ' + out[0].innerText : '';
+})()`
+
+// keyCardsShown lists what of each key row is not shown: each column's
+// content must be displayed, inside the viewport's width and not covered,
+// and each column but the name and the actions must carry its label.
+const keyCardsShown = `(() => {
+  const w = window.innerWidth, bad = [];
+  const heads = Array.from(document.querySelectorAll('table.keys-table thead th')).map(th => th.textContent.trim());
+  for (const tr of document.querySelectorAll('table.keys-table tbody tr[data-key-id]')) {
+    const key = tr.dataset.keyName;
+    const parts = [
+      ['name', tr.querySelector('.key-name')], ['prefix', tr.querySelector('.key-prefix')],
+      ['type', tr.cells[1].querySelector('.badge')], ['inbox', tr.cells[2]],
+      ['created', tr.cells[3].querySelector('time')], ['created by', tr.cells[3].querySelector('.small')],
+      ['last used', tr.cells[4]],
+      ['reveal', tr.querySelector('form[data-reveal] button')], ['actions', tr.querySelector('details.menu summary')],
+    ];
+    for (const [what, e] of parts) {
+      if (!e) { bad.push(key + ': no ' + what); continue; }
+      e.scrollIntoView({block: 'center', inline: 'nearest'});
+      const r = e.getBoundingClientRect();
+      if (r.width === 0 || r.height === 0 || getComputedStyle(e).visibility !== 'visible') { bad.push(key + ': ' + what + ' is not displayed'); continue; }
+      if (r.left < 0 || r.right > w + 0.5) { bad.push(key + ': ' + what + ' spans ' + Math.round(r.left) + '–' + Math.round(r.right)); continue; }
+      const top = document.elementFromPoint(r.left + Math.min(r.width / 2, 8), r.top + r.height / 2);
+      if (!top || !(top === e || e.contains(top) || top.contains(e))) bad.push(key + ': ' + what + ' is covered by ' + (top ? top.tagName : 'nothing'));
+    }
+    for (const i of [1, 2, 3, 4]) {
+      const label = getComputedStyle(tr.cells[i], '::before').content.replace(/^"|"$/g, '');
+      if (label.toLowerCase() !== heads[i].toLowerCase()) bad.push(key + ': the ' + heads[i] + ' cell is labelled ' + JSON.stringify(label));
+    }
+  }
+  return bad;
+})()`
