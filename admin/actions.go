@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/keygate/keygate/caddymodule/auth"
+	"github.com/keygate/keygate/caddymodule/inboxapi"
 	"github.com/keygate/keygate/caddymodule/store"
 )
 
@@ -27,9 +28,9 @@ type createInput struct {
 
 // create makes a key. It returns the inboxes it read, so that a form shown
 // again with an error can offer them.
-func (d *Dashboard) create(r *http.Request, s *session, acct account, in createInput) (store.Key, string, []Inbox, error) {
+func (d *Dashboard) create(r *http.Request, s *session, acct account, in createInput) (store.Key, string, []inboxapi.Inbox, error) {
 	ctx := r.Context()
-	var inboxes []Inbox
+	var inboxes []inboxapi.Inbox
 	if err := store.ValidateName(in.Name); err != nil {
 		return store.Key{}, "", nil, fail(http.StatusBadRequest, msgBadName)
 	}
@@ -50,7 +51,7 @@ func (d *Dashboard) create(r *http.Request, s *session, acct account, in createI
 		if in.Server == "" {
 			return store.Key{}, "", inboxes, fail(http.StatusBadRequest, msgPickInbox)
 		}
-		if !slices.ContainsFunc(inboxes, func(i Inbox) bool { return i.ID == in.Server }) {
+		if !slices.ContainsFunc(inboxes, func(i inboxapi.Inbox) bool { return i.ID == in.Server }) {
 			return store.Key{}, "", inboxes, fail(http.StatusBadRequest, msgForeign)
 		}
 	default:
@@ -159,7 +160,7 @@ func (d *Dashboard) awaitRevocation(ctx context.Context, k store.Key) revocation
 
 // inboxes lists the account's inboxes, as a 502 the user can read when the
 // inbox API fails.
-func (d *Dashboard) inboxes(ctx context.Context, accountID string) ([]Inbox, error) {
+func (d *Dashboard) inboxes(ctx context.Context, accountID string) ([]inboxapi.Inbox, error) {
 	if d.cfg.Inboxes == nil {
 		return nil, fail(http.StatusServiceUnavailable, msgNoInboxAPI)
 	}

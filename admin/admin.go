@@ -12,6 +12,7 @@ import (
 
 	"github.com/keygate/keygate/caddymodule"
 	"github.com/keygate/keygate/caddymodule/caddyconf"
+	"github.com/keygate/keygate/caddymodule/inboxapi"
 )
 
 func init() {
@@ -76,7 +77,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 		h.transport = http.DefaultTransport.(*http.Transport).Clone()
-		cfg.Inboxes = &HTTPInboxes{
+		cfg.Inboxes = &inboxapi.Client{
 			BaseURL:       base,
 			AccountHeader: h.header("account", caddymodule.DefaultAccountHeader),
 			KeyTypeHeader: h.header("key_type", caddymodule.DefaultKeyTypeHeader),

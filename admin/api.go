@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/keygate/keygate/caddymodule/inboxapi"
 	"github.com/keygate/keygate/caddymodule/store"
 )
 
@@ -213,7 +214,7 @@ func (d *Dashboard) apiInboxes(w http.ResponseWriter, r *http.Request, s *sessio
 		return err
 	}
 	if list == nil {
-		list = []Inbox{}
+		list = []inboxapi.Inbox{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"items": list})
 	return nil

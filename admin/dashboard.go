@@ -14,6 +14,7 @@ import (
 
 	"github.com/keygate/keygate/caddymodule/auth"
 	"github.com/keygate/keygate/caddymodule/fleet"
+	"github.com/keygate/keygate/caddymodule/inboxapi"
 	"github.com/keygate/keygate/caddymodule/store"
 )
 
@@ -40,7 +41,7 @@ type Config struct {
 	// Inboxes lists an account's inboxes, for server-restricted keys and
 	// for showing inbox names. Nil: restricted keys cannot be created and
 	// the list shows inbox ids.
-	Inboxes InboxLister
+	Inboxes inboxapi.Lister
 	// Identify returns the signed-in user's id: "" when nobody is signed
 	// in, ErrAPIKey when the request carried an API key.
 	Identify func(*http.Request) (string, error)

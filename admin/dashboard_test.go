@@ -21,6 +21,7 @@ import (
 	"github.com/keygate/keygate/caddymodule"
 	"github.com/keygate/keygate/caddymodule/auth"
 	"github.com/keygate/keygate/caddymodule/fleet"
+	"github.com/keygate/keygate/caddymodule/inboxapi"
 	"github.com/keygate/keygate/caddymodule/store"
 	"github.com/keygate/keygate/cmd/inboxsim/sim"
 )
@@ -103,11 +104,11 @@ func newFixture(t *testing.T) *fixture {
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	f := &fixture{t: t, app: app, acme: acme.ID, other: other.ID}
-	f.dash = f.dashboard(&admin.HTTPInboxes{BaseURL: srv.URL, Timeout: 2 * time.Second})
+	f.dash = f.dashboard(&inboxapi.Client{BaseURL: srv.URL, Timeout: 2 * time.Second})
 	return f
 }
 
-func (f *fixture) dashboard(inboxes admin.InboxLister) *admin.Dashboard {
+func (f *fixture) dashboard(inboxes inboxapi.Lister) *admin.Dashboard {
 	cfg := admin.Config{Backend: f.app, Identify: testIdentify}
 	if inboxes != nil {
 		cfg.Inboxes = inboxes
@@ -756,12 +757,12 @@ func TestInboxAPIFailures(t *testing.T) {
 	defer broken.Close()
 
 	for name, c := range map[string]struct {
-		lister admin.InboxLister
+		lister inboxapi.Lister
 		want   string
 	}{
-		"down":   {&admin.HTTPInboxes{BaseURL: down.URL}, "could not be reached"},
-		"slow":   {&admin.HTTPInboxes{BaseURL: slow.URL, Timeout: 200 * time.Millisecond}, "did not answer within 200ms"},
-		"broken": {&admin.HTTPInboxes{BaseURL: broken.URL}, "answered 500 Internal Server Error"},
+		"down":   {&inboxapi.Client{BaseURL: down.URL}, "could not be reached"},
+		"slow":   {&inboxapi.Client{BaseURL: slow.URL, Timeout: 200 * time.Millisecond}, "did not answer within 200ms"},
+		"broken": {&inboxapi.Client{BaseURL: broken.URL}, "answered 500 Internal Server Error"},
 	} {
 		f.dash = f.dashboard(c.lister)
 		expect(t, name+": form", f.get("/new?type=restricted&account="+f.acme, "alice"), http.StatusOK, "The account's inboxes could not be read: the inbox API", c.want, "disabled>Create")

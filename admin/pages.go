@@ -13,6 +13,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"go.uber.org/zap"
 
+	"github.com/keygate/keygate/caddymodule/inboxapi"
 	"github.com/keygate/keygate/caddymodule/store"
 )
 
@@ -159,7 +160,7 @@ type newView struct {
 	Restricted bool
 	Name       string
 	Server     string
-	Inboxes    []Inbox
+	Inboxes    []inboxapi.Inbox
 	InboxError string
 	Error      string
 }
