@@ -20,10 +20,11 @@ run: build
 	@mkdir -p $(DEMO)
 	@export XDG_DATA_HOME=$(DEMO)/data XDG_CONFIG_HOME=$(DEMO)/config; \
 	  cfg="--config Caddyfile.example --adapter caddyfile"; \
-	  ./$(BIN) migrate $$cfg >/dev/null && \
-	  acct=$$(./$(BIN) account list $$cfg | awk '$$2=="demo"{print $$1}'); \
-	  if [ -z "$$acct" ]; then acct=$$(./$(BIN) account create demo $$cfg); fi; \
-	  ./$(BIN) member add "$$acct" admin --role admin $$cfg >/dev/null || exit 1; \
+	  quiet() { "$$@" 2>$(DEMO)/cli.err || { cat $(DEMO)/cli.err >&2; return 1; }; }; \
+	  ./$(BIN) migrate $$cfg >/dev/null || exit 1; \
+	  acct=$$(quiet ./$(BIN) account list $$cfg | awk '$$2=="demo"{print $$1}'); \
+	  if [ -z "$$acct" ]; then acct=$$(quiet ./$(BIN) account create demo $$cfg) || exit 1; fi; \
+	  quiet ./$(BIN) member add "$$acct" admin --role admin $$cfg >/dev/null || exit 1; \
 	  pw=$$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20); \
 	  hash=$$(./$(BIN) hash-password --plaintext "$$pw") || exit 1; \
 	  export KEYGATE_ADMIN_HASH="$$hash"; \

@@ -19,6 +19,7 @@ import (
 	"github.com/keygate/keygate/caddymodule/auth"
 	"github.com/keygate/keygate/caddymodule/cache"
 	"github.com/keygate/keygate/caddymodule/fleet"
+	"github.com/keygate/keygate/caddymodule/health"
 	"github.com/keygate/keygate/caddymodule/keys"
 	"github.com/keygate/keygate/caddymodule/scope"
 	"github.com/keygate/keygate/caddymodule/store"
@@ -71,7 +72,8 @@ type App struct {
 	// created on this instance is forgotten as unknown at once. Default: 1m.
 	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
 	// StoreTimeout bounds one store lookup; a request whose key could not
-	// be looked up in time is answered 503. Default: 2s.
+	// be looked up in time is answered 503. It bounds a readiness check
+	// (keygate_ready) too. Default: 2s.
 	StoreTimeout caddy.Duration `json:"store_timeout,omitempty"`
 
 	// ObjectRetention is how long keygate remembers which server an
@@ -115,6 +117,8 @@ type runtime struct {
 	objects  *scope.Objects
 	follower *fleet.Follower // nil for a store that is not shared by a fleet
 	storeID  string          // the follower's share of the store
+	report   *health.Reporter
+	ready    *health.Checker
 	stop     context.CancelFunc
 	done     chan struct{}
 }
@@ -201,7 +205,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		return 0
 	})
-	return registerMetrics(ctx.GetMetricsRegistry(), cacheEntries, listenerUp)
+	ready := newReadyGauge(func() bool { return a.Ready(context.Background()).Ready })
+	return registerMetrics(ctx.GetMetricsRegistry(), cacheEntries, listenerUp, ready)
 }
 
 // Validate checks the settings.
@@ -243,9 +248,9 @@ func (a *App) Start() error {
 			if a.storeMod.Local() {
 				return err
 			}
-			a.logger.Error("migrating keygate store failed; retrying in the background", zap.Error(err))
+			rt.report.Report("migration, retried in the background", err)
 			a.bg.Add(1)
-			go a.retryMigrate(ctx, rt.store)
+			go a.retryMigrate(ctx, rt)
 		}
 	}
 	a.bg.Add(2)
@@ -364,11 +369,16 @@ func (a *App) open(follow bool) (*runtime, error) {
 			verifier: verifier,
 			manager:  &auth.Manager{Store: st, Keyring: kr, Verifier: verifier},
 			objects:  objects,
+			// The runtime outlives this config: not the config's logger,
+			// whose writer a later config may close.
+			report: health.NewReporter(health.ReporterConfig{Logger: caddy.Log().Named("keygate"), Diagnose: st.Diagnose}),
 		}
+		ready := health.CheckerConfig{Check: st.Ready, Diagnose: st.Diagnose, Timeout: cfg.FetchTimeout}
 		if follow {
-			if rt.follower, err = a.newFollower(fs, listenDSN, verifier); err != nil {
+			if rt.follower, err = a.newFollower(fs, listenDSN, verifier, rt.report); err != nil {
 				return nil, err
 			}
+			ready.Follower = rt.follower
 			// The follower needs the store until it has stopped, which may
 			// be after the config's store module has released its share.
 			if _, err := sharedStore(a.storeMod.ID(), func() (store.Store, error) { return st, nil }); err != nil {
@@ -380,6 +390,7 @@ func (a *App) open(follow bool) (*runtime, error) {
 			rt.done = make(chan struct{})
 			go func() { defer close(rt.done); rt.follower.Run(ctx) }()
 		}
+		rt.ready = health.NewChecker(ready)
 		return rt, nil
 	})
 	if err != nil {
@@ -391,7 +402,7 @@ func (a *App) open(follow bool) (*runtime, error) {
 
 // newFollower makes the follower of the fleet's key events for this
 // instance, identified by host, process and a random suffix.
-func (a *App) newFollower(fs store.FleetStore, listenDSN string, v *auth.Verifier) (*fleet.Follower, error) {
+func (a *App) newFollower(fs store.FleetStore, listenDSN string, v *auth.Verifier, report *health.Reporter) (*fleet.Follower, error) {
 	host, _ := os.Hostname()
 	suffix, err := keys.NewID("inst")
 	if err != nil {
@@ -409,6 +420,7 @@ func (a *App) newFollower(fs store.FleetStore, listenDSN string, v *auth.Verifie
 		// whose writer a later config may close.
 		Logger:     caddy.Log().Named("keygate.fleet"),
 		ObserveLag: func(d time.Duration) { revocationLag.Observe(d.Seconds()) },
+		Report:     func(err error) { report.Report("key event listener", err) },
 	})
 }
 
@@ -440,7 +452,7 @@ func migrateOnce(ctx context.Context, st store.Store) error {
 	return st.Migrate(ctx)
 }
 
-func (a *App) retryMigrate(ctx context.Context, st store.Store) {
+func (a *App) retryMigrate(ctx context.Context, rt *runtime) {
 	defer a.bg.Done()
 	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
 		select {
@@ -448,8 +460,10 @@ func (a *App) retryMigrate(ctx context.Context, st store.Store) {
 			return
 		case <-time.After(wait):
 		}
-		if err := migrateOnce(ctx, st); err != nil {
-			a.logger.Warn("migrating keygate store failed; will retry", zap.Error(err), zap.Duration("retry_in", min(2*wait, time.Minute)))
+		if err := migrateOnce(ctx, rt.store); err != nil {
+			if ctx.Err() == nil {
+				rt.report.Report("migration, retried in the background", err)
+			}
 			continue
 		}
 		a.logger.Info("keygate store migrated")
@@ -484,6 +498,16 @@ func (a *App) Manager() *auth.Manager {
 		return rt.manager
 	}
 	return nil
+}
+
+// Ready says whether this instance can check keys: the store answers and,
+// on a store shared by a fleet, the key event listener follows. It is what
+// the keygate_ready handler answers and the ready gauge shows.
+func (a *App) Ready(ctx context.Context) health.Status {
+	if rt := a.rt.Load(); rt != nil {
+		return rt.ready.Status(ctx)
+	}
+	return health.NotStarted()
 }
 
 // Store returns the store, or nil before the app has started.

@@ -19,6 +19,9 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("keygate", parseGlobalOption)
 	httpcaddyfile.RegisterHandlerDirective("keygate", parseHandler)
 	httpcaddyfile.RegisterDirectiveOrder("keygate", httpcaddyfile.Before, "basic_auth")
+	httpcaddyfile.RegisterHandlerDirective("keygate_ready", parseReadyHandler)
+	// After try_files, so before keygate: a probe needs no key.
+	httpcaddyfile.RegisterDirectiveOrder("keygate_ready", httpcaddyfile.After, "try_files")
 }
 
 // parseGlobalOption sets up the keygate app. Syntax:
@@ -183,6 +186,26 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+func parseReadyHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	hd := new(ReadyHandler)
+	err := hd.UnmarshalCaddyfile(h.Dispenser)
+	return hd, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	keygate_ready [<matcher>]
+func (h *ReadyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.Errf("keygate_ready takes no arguments besides a matcher, for example: keygate_ready /ready")
+	}
+	if d.NextBlock(0) {
+		return d.Errf("keygate_ready takes no block")
+	}
+	return nil
+}
+
 func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	opt := d.Val()
 	var v string
@@ -201,4 +224,5 @@ func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 var (
 	_ caddyfile.Unmarshaler = (*App)(nil)
 	_ caddyfile.Unmarshaler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler = (*ReadyHandler)(nil)
 )

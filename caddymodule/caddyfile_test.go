@@ -56,6 +56,19 @@ func TestUnmarshalErrors(t *testing.T) {
 		}
 	}
 
+	for _, c := range []struct {
+		input string
+		want  string
+	}{
+		{"keygate_ready extra", "takes no arguments"},
+		{"keygate_ready {\n\tcache 1s\n}", "takes no block"},
+	} {
+		err := new(ReadyHandler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.input))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want it to contain %q", c.input, err, c.want)
+		}
+	}
+
 	appCases := []struct {
 		input string
 		want  string

@@ -1,5 +1,6 @@
 // Package caddymodule plugs keygate into Caddy v2. It is glue: the logic
-// lives in the Caddy-free packages below it (keys, store, cache, auth).
+// lives in the Caddy-free packages below it (keys, store, cache, auth,
+// health).
 //
 // It registers:
 //
@@ -7,6 +8,10 @@
 //     the store, the secret and the key cache, shared by every site;
 //   - the handler http.handlers.keygate (directive "keygate", ordered before
 //     basic_auth), which lets a request through only with a live API key;
+//   - the handler http.handlers.keygate_ready (directive "keygate_ready",
+//     ordered after try_files, so before keygate), which answers readiness
+//     probes: 200 while the store answers and the key event listener
+//     follows, else 503, with the cause and the fix in JSON;
 //   - the stores keygate.stores.postgres and keygate.stores.sqlite;
 //   - the command "keygate" with the operator subcommands.
 package caddymodule

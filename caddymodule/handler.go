@@ -80,7 +80,7 @@ type Handler struct {
 	challenge    []string
 	retryAfter   []string
 
-	lastOutageLog atomic.Int64 // unix nanoseconds
+	lastNotStartedLog atomic.Int64 // unix nanoseconds
 }
 
 type identityHeader struct {
@@ -250,7 +250,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	rt := h.app.rt.Load()
 	if rt == nil { // the app has not started yet
 		decisionCounters[outUnavailable].Inc()
-		return h.unavailable(w, r, errNotStarted)
+		return h.unavailable(w, nil, errNotStarted)
 	}
 	d := rt.verifier.Verify(r.Context(), r.Header["Authorization"])
 	if d.Cached {
@@ -262,7 +262,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.unauthorized(w, r)
 	case auth.Unavailable:
 		decisionCounters[outUnavailable].Inc()
-		return h.unavailable(w, r, d.Err)
+		return h.unavailable(w, rt, d.Err)
 	}
 
 	id := d.Identity
@@ -329,12 +329,17 @@ func (h *Handler) unauthorized(w http.ResponseWriter, r *http.Request) error {
 
 var errNotStarted = errors.New("keygate app has not started")
 
-func (h *Handler) unavailable(w http.ResponseWriter, r *http.Request, err error) error {
-	// An outage fails every uncached request: log it once a second, not
-	// once a request.
-	now := time.Now().UnixNano()
-	if last := h.lastOutageLog.Load(); now-last >= int64(time.Second) && h.lastOutageLog.CompareAndSwap(last, now) {
-		h.logger.Error("API key could not be checked: store unavailable", zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
+// unavailable answers 503 (fail closed) to a request whose key the store
+// could not check. An outage fails every uncached request: the runtime's
+// reporter logs its cause and fix once a minute, not once a request.
+func (h *Handler) unavailable(w http.ResponseWriter, rt *runtime, err error) error {
+	if rt != nil {
+		rt.report.Report("key lookup", err)
+	} else {
+		now := time.Now().UnixNano()
+		if last := h.lastNotStartedLog.Load(); now-last >= int64(time.Minute) && h.lastNotStartedLog.CompareAndSwap(last, now) {
+			h.logger.Warn("API key could not be checked", zap.Error(err))
+		}
 	}
 	w.Header()["Retry-After"] = h.retryAfter
 	return writeError(w, http.StatusServiceUnavailable, unavailableBody)

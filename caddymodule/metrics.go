@@ -77,6 +77,21 @@ func observeLookup(d time.Duration, err error) {
 	lookupOK.Observe(d.Seconds())
 }
 
+// newReadyGauge makes the gauge of readiness, 0 or 1, as the keygate_ready
+// handler would answer. A scrape may run the store's readiness query,
+// which is cached for a second and bounded by store_timeout.
+func newReadyGauge(ready func() bool) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "keygate", Name: "ready",
+		Help: "1 while this instance can check keys: the store answers and, with the Postgres store, the key event listener follows; else 0.",
+	}, func() float64 {
+		if ready() {
+			return 1
+		}
+		return 0
+	})
+}
+
 // registerMetrics adds the collectors to reg, which may already hold them.
 func registerMetrics(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	for _, c := range append([]prometheus.Collector{decisions, cacheLookups, storeLookups, revocationLag}, cs...) {

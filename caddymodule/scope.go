@@ -44,7 +44,7 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 		s, found, err := rt.objects.ServerOf(ctx, id.AccountID, m.Route.Object(), m.Object, h.messageLookup(r, next))
 		cancel()
 		if err != nil {
-			return h.lookupFailed(w, r, m.Route.Object(), err)
+			return h.lookupFailed(w, r, rt, m.Route.Object(), err)
 		}
 		if !found || s != id.ServerID {
 			decisionCounters[outNotFound].Inc()
@@ -189,13 +189,15 @@ func (h *Handler) messageLookup(r *http.Request, next caddyhttp.Handler) scope.M
 
 // lookupFailed answers a request whose object's server could not be
 // learned: 502 when the upstream did not answer the message look-up, 503
-// when the store did not answer for an attachment or preview.
-func (h *Handler) lookupFailed(w http.ResponseWriter, r *http.Request, kind scope.Kind, err error) error {
-	h.logger.Error("object's server could not be learned", zap.Stringer("kind", kind), zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
+// when the store did not answer for an attachment or preview (logged by
+// the runtime's reporter, at most once a minute).
+func (h *Handler) lookupFailed(w http.ResponseWriter, r *http.Request, rt *runtime, kind scope.Kind, err error) error {
 	if kind == scope.Message {
+		h.logger.Error("object's server could not be learned", zap.Stringer("kind", kind), zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
 		decisionCounters[outBadGateway].Inc()
 		return h.refuse(w, outBadGateway, nil)
 	}
+	rt.report.Report(kind.String()+" lookup", err)
 	decisionCounters[outUnavailable].Inc()
 	w.Header()["Retry-After"] = h.retryAfter
 	return writeError(w, http.StatusServiceUnavailable, unavailableObjectBody)

@@ -48,6 +48,10 @@ type Config struct {
 	// ObserveLag, when set, is told how long each key event took from its
 	// commit to being applied here.
 	ObserveLag func(time.Duration)
+	// Report, when set, is told why the listener could not connect, each
+	// time it tries (health.Reporter limits how much of it is logged).
+	// Default: a debug line each time.
+	Report func(error)
 }
 
 // A Follower follows the store's key events for one instance.
@@ -59,6 +63,7 @@ type Follower struct {
 	applied   atomic.Int64 // last applied seq; -1 before the first catch-up
 	appliedAt atomic.Int64 // unix nanoseconds
 	alive     atomic.Int64 // unix nanoseconds the listener was last known to work
+	lastErr   atomic.Pointer[error]
 	beat      chan struct{}
 	wg        sync.WaitGroup
 }
@@ -85,6 +90,15 @@ func New(cfg Config) (*Follower, error) {
 // Up reports whether the follower is receiving key events.
 func (f *Follower) Up() bool { return f.up.Load() }
 
+// LastError says why the listener last failed or could not connect, while
+// it is not up; nil while it is up, and before its first try.
+func (f *Follower) LastError() error {
+	if p := f.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Applied returns the last key event applied to the cache.
 func (f *Follower) Applied() int64 { return f.applied.Load() }
 
@@ -106,6 +120,7 @@ func (f *Follower) Run(ctx context.Context) {
 				}
 				connectedAt = time.Now()
 				f.alive.Store(connectedAt.UnixNano())
+				f.lastErr.Store(nil)
 				f.up.Store(true)
 				f.cfg.Cache.Trust()
 				f.signal()
@@ -117,6 +132,7 @@ func (f *Follower) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			break
 		}
+		f.lastErr.Store(&err)
 		if f.up.Swap(false) {
 			// Deletions may have gone unseen since the connection last
 			// worked, not only since the failure was noticed.
@@ -125,7 +141,9 @@ func (f *Follower) Run(ctx context.Context) {
 			f.cfg.Logger.Warn("key event listener lost; cached keys are trusted only within the staleness bound until it is back", zap.Error(err))
 		} else {
 			f.cfg.Cache.Distrust(time.Now())
-			if c := f.cfg.Logger.Check(zap.DebugLevel, "key event listener could not connect"); c != nil {
+			if f.cfg.Report != nil {
+				f.cfg.Report(err)
+			} else if c := f.cfg.Logger.Check(zap.DebugLevel, "key event listener could not connect"); c != nil {
 				c.Write(zap.Error(err))
 			}
 		}

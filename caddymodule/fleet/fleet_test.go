@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"net/url"
 	"strconv"
 	"sync"
 	"testing"
@@ -124,6 +125,9 @@ func (w *world) forgot(d keys.Digest) bool {
 func TestFollowerAppliesEvents(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
+	if err := w.f.LastError(); err != nil {
+		t.Fatalf("LastError while up: %v", err)
+	}
 	if _, all, distrusted := w.cache.state(); all != 1 || distrusted {
 		t.Fatalf("after the first connection: %d flushes, distrusted %v; want the cache emptied once and trusted", all, distrusted)
 	}
@@ -167,6 +171,9 @@ func TestFollowerRecoversFromKilledListener(t *testing.T) {
 	})
 	if !w.forgot(k2.Digest) || d1.Seq != k1.Seq+1 {
 		t.Fatal("an event of the outage was not applied")
+	}
+	if err := w.f.LastError(); err != nil {
+		t.Fatalf("LastError after recovering: %v", err)
 	}
 }
 
@@ -213,4 +220,51 @@ func TestFollowerNumbersWentBack(t *testing.T) {
 	}
 	k := w.createKey("after the restore")
 	w.waitFor("the new event", func() bool { return w.f.Applied() == k.Seq && w.forgot(k.Digest) })
+}
+
+// TestFollowerReportsWhyItCannotConnect: a listen DSN naming a database
+// that does not exist is reported on every try, and LastError says why
+// until the follower is up.
+func TestFollowerReportsWhyItCannotConnect(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.stop()
+	<-w.done
+
+	u, err := url.Parse(w.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/kg_no_such_database_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	reports := make(chan error, 100)
+	f, err := New(Config{Store: w.st, ListenDSN: u.String(), Cache: w.cache, InstanceID: "inst-2", Address: "test",
+		Heartbeat: 100 * time.Millisecond, Report: func(err error) {
+			select {
+			case reports <- err:
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.LastError() != nil {
+		t.Fatalf("LastError before the first try: %v", f.LastError())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for range 2 {
+		select {
+		case err := <-reports:
+			if d := w.st.Diagnose(err); d.Kind != store.KindDatabaseMissing {
+				t.Fatalf("reported %v, diagnosed %+v; want %s", err, d, store.KindDatabaseMissing)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("the failure to connect was not reported twice")
+		}
+	}
+	if f.Up() || w.st.Diagnose(f.LastError()).Kind != store.KindDatabaseMissing {
+		t.Fatalf("Up %v, LastError %v; want down, for the missing database", f.Up(), f.LastError())
+	}
 }

@@ -81,7 +81,7 @@ func (o *Objects) ServerOf(ctx context.Context, account string, kind Kind, id st
 		case errors.Is(err, store.ErrNotFound):
 			return "", false, nil
 		case err != nil:
-			return "", false, fmt.Errorf("%w: %v", ErrLookup, err)
+			return "", false, fmt.Errorf("%w: %w", ErrLookup, err)
 		}
 		return s, true, nil
 	}

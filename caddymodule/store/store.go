@@ -122,6 +122,15 @@ type Store interface {
 	Migrate(ctx context.Context) error
 	// Ping checks that the store can answer.
 	Ping(ctx context.Context) error
+	// Ready checks that the store can serve key lookups: it answers, its
+	// schema is migrated as far as this keygate needs, and the keys can
+	// be read. It costs one cheap query; readiness probes call it. The
+	// error of a store whose migrations were never applied wraps
+	// ErrNotMigrated or is diagnosed as KindNotMigrated.
+	Ready(ctx context.Context) error
+	// Diagnose explains an error this store returned: what is wrong and
+	// how to fix it, in words that never hold a password.
+	Diagnose(err error) Diagnosis
 	// Close releases the store's resources.
 	Close() error
 

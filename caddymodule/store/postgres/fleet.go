@@ -117,18 +117,21 @@ func (s *Store) ListenKeyEvents(ctx context.Context, dsn string, keepalive time.
 	if keepalive <= 0 {
 		keepalive = 5 * time.Second
 	}
-	var channel string
+	var channel *string // null when no schema on the search_path exists
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := s.pool.QueryRow(cctx, `select `+channelSQL).Scan(&channel); err != nil {
 		return fmt.Errorf("naming the key event channel: %w", err)
+	}
+	if channel == nil {
+		return fmt.Errorf("naming the key event channel: %w", errNoSchema)
 	}
 	conn, err := pgx.Connect(cctx, dsn)
 	if err != nil {
 		return fmt.Errorf("connecting the key event listener: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(cctx, "listen "+pgx.Identifier{channel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(cctx, "listen "+pgx.Identifier{*channel}.Sanitize()); err != nil {
 		return fmt.Errorf("listening for key events: %w", err)
 	}
 	if err := connected(); err != nil {

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -92,7 +91,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return fmt.Errorf("migrating: reading current schema: %w", err)
 	}
 	if schema == nil {
-		return errors.New("migrating: no schema on the search_path exists")
+		return fmt.Errorf("migrating: %w", errNoSchema)
 	}
 
 	if _, err := conn.Exec(ctx, migrateLockSQL); err != nil {

@@ -65,6 +65,26 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
+// Ready checks, in one query, that the schema is migrated as far as this
+// keygate needs and that the role may read the keys.
+func (s *Store) Ready(ctx context.Context) error {
+	migrations, err := loadMigrations()
+	if err != nil {
+		return fmt.Errorf("checking readiness: %w", err)
+	}
+	const readySQL = `
+		select (select coalesce(max(version), 0) from keygate_schema_migrations),
+		       (select count(*) from api_keys where false)`
+	var version, none int
+	if err := s.pool.QueryRow(ctx, readySQL).Scan(&version, &none); err != nil {
+		return fmt.Errorf("checking readiness: %w", err)
+	}
+	if want := migrations[len(migrations)-1].version; version < want {
+		return fmt.Errorf("checking readiness: %w: schema version %d, this keygate needs %d", store.ErrNotMigrated, version, want)
+	}
+	return nil
+}
+
 // SQLSTATE codes the store maps onto its own errors.
 const (
 	uniqueViolation     = "23505"

@@ -22,6 +22,12 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestConformanceEmpty(t *testing.T) {
+	storetest.RunEmpty(t, func(t *testing.T) store.Store {
+		return openStore(t, pgtest.DSN(t))
+	})
+}
+
 func openStore(t *testing.T, dsn string) *Store {
 	t.Helper()
 	s, err := Open(t.Context(), dsn)

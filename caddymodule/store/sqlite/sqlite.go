@@ -105,6 +105,26 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
+// Ready checks, in one query, that the schema is migrated as far as this
+// keygate needs and that the keys table can be read.
+func (s *Store) Ready(ctx context.Context) error {
+	migrations, err := loadMigrations()
+	if err != nil {
+		return fmt.Errorf("checking readiness: %w", err)
+	}
+	const readySQL = `
+		select (select coalesce(max(version), 0) from keygate_schema_migrations),
+		       (select count(*) from api_keys where 0)`
+	var version, none int
+	if err := s.db.QueryRowContext(ctx, readySQL).Scan(&version, &none); err != nil {
+		return fmt.Errorf("checking readiness: %w", err)
+	}
+	if want := migrations[len(migrations)-1].version; version < want {
+		return fmt.Errorf("checking readiness: %w: schema version %d, this keygate needs %d", store.ErrNotMigrated, version, want)
+	}
+	return nil
+}
+
 // inTx runs fn in a transaction, which _txlock makes BEGIN IMMEDIATE: it
 // waits for the write lock up front, so it never fails on upgrading a read
 // lock the way a deferred transaction can.

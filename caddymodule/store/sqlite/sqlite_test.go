@@ -19,6 +19,12 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestConformanceEmpty(t *testing.T) {
+	storetest.RunEmpty(t, func(t *testing.T) store.Store {
+		return openStore(t, filepath.Join(t.TempDir(), "keygate.db"))
+	})
+}
+
 func openStore(t *testing.T, path string) *Store {
 	t.Helper()
 	s, err := Open(t.Context(), path)

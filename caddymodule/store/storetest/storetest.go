@@ -24,6 +24,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		fn   func(t *testing.T, s store.Store)
 	}{
 		{"Ping", testPing},
+		{"Ready", testReady},
+		{"Diagnose", testDiagnose},
 		{"Accounts", testAccounts},
 		{"Members", testMembers},
 		{"CreateKey", testCreateKey},
