@@ -60,8 +60,9 @@ type App struct {
 	// Changing it makes every existing key invalid.
 	Secret string `json:"secret,omitempty"`
 
-	// CacheSize is how many keys, valid and unknown together, the cache
-	// holds. Default: 100000.
+	// CacheSize is how many valid keys the cache holds. Unknown keys are
+	// remembered in as many entries again, of their own, so that a flood
+	// of them never evicts a valid key. Default: 100000.
 	CacheSize int `json:"cache_size,omitempty"`
 	// CacheTTL is how long a valid key is trusted without asking the store.
 	// A key deleted on this instance is evicted at once; on other instances

@@ -2,6 +2,10 @@
 // per-kind TTLs, one fill for concurrent misses of a key, and a guard that
 // keeps a fill racing an invalidation from putting stale data back.
 //
+// Positive and negative entries live in LRUs of their own, so that a flood
+// of keys that do not exist evicts only other negative entries, never a
+// key that does.
+//
 // It wraps hashicorp/golang-lru's plain LRU and keeps expiry times in the
 // values, because that library's expirable LRU starts a goroutine per cache
 // that never stops.
@@ -39,7 +43,7 @@ type Fetch[K comparable, V any] func(ctx context.Context, k K) (v V, found bool,
 
 // Config sets a cache's size and lifetimes.
 type Config struct {
-	Size        int           // entries, positive and negative together
+	Size        int           // positive entries; negative entries have as many again of their own
 	TTL         time.Duration // lifetime of a positive entry
 	NegativeTTL time.Duration // lifetime of a negative entry
 	// FetchTimeout bounds one fill. A fill runs detached from the request
@@ -55,8 +59,9 @@ type Config struct {
 type Cache[K comparable, V any] struct {
 	cfg   Config
 	fetch Fetch[K, V]
-	lru   *lru.Cache[K, entry[V]]
-	now   func() time.Time // a seam for tests
+	lru   *lru.Cache[K, entry[V]] // positive entries
+	neg   *lru.Cache[K, entry[V]] // negative entries
+	now   func() time.Time        // a seam for tests
 
 	mu      sync.Mutex
 	flights map[K]*flight[V]
@@ -89,7 +94,11 @@ func New[K comparable, V any](cfg Config, fetch Fetch[K, V]) (*Cache[K, V], erro
 	if err != nil {
 		return nil, err
 	}
-	return &Cache[K, V]{cfg: cfg, fetch: fetch, lru: l, now: time.Now, flights: make(map[K]*flight[V])}, nil
+	neg, err := lru.New[K, entry[V]](cfg.Size)
+	if err != nil {
+		return nil, err
+	}
+	return &Cache[K, V]{cfg: cfg, fetch: fetch, lru: l, neg: neg, now: time.Now, flights: make(map[K]*flight[V])}, nil
 }
 
 // Load returns the value of k from the cache or, on a miss or an expired
@@ -97,7 +106,7 @@ func New[K comparable, V any](cfg Config, fetch Fetch[K, V]) (*Cache[K, V], erro
 // returned to every caller of that fetch and not cached. Load allocates
 // nothing on a hit.
 func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome, err error) {
-	if e, ok := c.lru.Get(k); ok && c.usable(&e, c.now().UnixNano()) {
+	if e, ok := c.get(k, (*lru.Cache[K, entry[V]]).Get); ok {
 		if e.found {
 			return e.v, true, Hit, nil
 		}
@@ -106,7 +115,7 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 
 	c.mu.Lock()
 	// A fill may have completed between the miss above and the lock.
-	if e, ok := c.lru.Peek(k); ok && c.usable(&e, c.now().UnixNano()) {
+	if e, ok := c.get(k, (*lru.Cache[K, entry[V]]).Peek); ok {
 		c.mu.Unlock()
 		if e.found {
 			return e.v, true, Hit, nil
@@ -144,11 +153,13 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 	// key deleted after the query read it): hand the answer to the callers
 	// that were already waiting, but do not keep it.
 	if f.err == nil && f.epoch == c.epoch {
-		ttl := c.cfg.TTL
-		if !f.found {
-			ttl = c.cfg.NegativeTTL
+		if f.found {
+			c.neg.Remove(k)
+			c.lru.Add(k, entry[V]{v: f.v, found: true, filled: start.UnixNano(), expires: start.Add(c.cfg.TTL).UnixNano()})
+		} else {
+			c.lru.Remove(k) // an expired entry of a key since deleted
+			c.neg.Add(k, entry[V]{filled: start.UnixNano(), expires: start.Add(c.cfg.NegativeTTL).UnixNano()})
 		}
-		c.lru.Add(k, entry[V]{v: f.v, found: f.found, filled: start.UnixNano(), expires: start.Add(ttl).UnixNano()})
 	}
 	c.mu.Unlock()
 	close(f.done)
@@ -157,6 +168,19 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 		return v, false, Failed, f.err
 	}
 	return f.v, f.found, Miss, nil
+}
+
+// get finds a usable entry of k, positive first, with the LRU's Get (which
+// marks it recently used) or Peek.
+func (c *Cache[K, V]) get(k K, find func(*lru.Cache[K, entry[V]], K) (entry[V], bool)) (entry[V], bool) {
+	now := c.now().UnixNano()
+	if e, ok := find(c.lru, k); ok && c.usable(&e, now) {
+		return e, true
+	}
+	if e, ok := find(c.neg, k); ok && c.usable(&e, now) {
+		return e, true
+	}
+	return entry[V]{}, false
 }
 
 // usable reports whether an entry may answer at now: live, and either the
@@ -198,6 +222,7 @@ func (c *Cache[K, V]) Invalidate(k K) {
 	c.epoch++
 	delete(c.flights, k) // later callers start a fresh fill instead of joining a stale one
 	c.lru.Remove(k)
+	c.neg.Remove(k)
 	c.mu.Unlock()
 }
 
@@ -207,8 +232,10 @@ func (c *Cache[K, V]) Purge() {
 	c.epoch++
 	clear(c.flights)
 	c.lru.Purge()
+	c.neg.Purge()
 	c.mu.Unlock()
 }
 
-// Len returns the number of entries, expired ones included until evicted.
-func (c *Cache[K, V]) Len() int { return c.lru.Len() }
+// Len returns the number of entries, positive and negative, expired ones
+// included until evicted.
+func (c *Cache[K, V]) Len() int { return c.lru.Len() + c.neg.Len() }

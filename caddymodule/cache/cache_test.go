@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,6 +168,34 @@ func TestEvictsLeastRecentlyUsed(t *testing.T) {
 	mustLoad(t, c, "c", 3, true, Miss)
 	mustLoad(t, c, "a", 1, true, Hit)
 	mustLoad(t, c, "b", 2, true, Miss)
+}
+
+// TestUnknownKeysNeverEvictKnownOnes: a flood of keys that do not exist
+// fills the negative entries' own LRU, and every positive entry stays.
+func TestUnknownKeysNeverEvictKnownOnes(t *testing.T) {
+	cfg := testConfig
+	cfg.Size = 2
+	c, src, _ := newTest(t, cfg)
+	src.set("b", 2, true)
+	mustLoad(t, c, "a", 1, true, Miss)
+	mustLoad(t, c, "b", 2, true, Miss)
+	for i := range 100 {
+		mustLoad(t, c, fmt.Sprintf("unknown %d", i), 0, false, Miss)
+	}
+	mustLoad(t, c, "a", 1, true, Hit)
+	mustLoad(t, c, "b", 2, true, Hit)
+	mustLoad(t, c, "unknown 99", 0, false, NegativeHit)
+	mustLoad(t, c, "unknown 0", 0, false, Miss) // evicted by its own kind
+	if c.Len() != 4 {
+		t.Fatalf("Len = %d, want 2 positive + 2 negative", c.Len())
+	}
+
+	// A key that comes to exist replaces its negative entry, and one that
+	// goes away replaces its (expired) positive entry.
+	src.set("unknown 99", 99, true)
+	c.Invalidate("unknown 99")
+	mustLoad(t, c, "unknown 99", 99, true, Miss)
+	mustLoad(t, c, "unknown 99", 99, true, Hit)
 }
 
 func TestConcurrentMissesShareOneFetch(t *testing.T) {
