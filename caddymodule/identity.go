@@ -1,0 +1,82 @@
+package caddymodule
+
+import (
+	"net/http"
+	"net/textproto"
+	"strings"
+)
+
+// The identity headers reach the upstream as keygate set them, whatever
+// the client sends: a client's own headers of those names are removed
+// (ServeHTTP), and so are the other ways a client could make a proxy drop
+// or shadow them — spellings with underscores and Connection tokens.
+
+// isIdentity reports whether name, as a client may spell it, names an
+// identity header: in any letter case, and with '_' for '-', since
+// CGI-style upstreams (FastCGI, WSGI, Rack) read X_Keygate_Account as
+// X-Keygate-Account.
+func (h *Handler) isIdentity(name string) bool {
+	if strings.IndexByte(name, '_') >= 0 {
+		name = strings.ReplaceAll(name, "_", "-")
+	}
+	for _, f := range h.fields {
+		if strings.EqualFold(name, f.name) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropForgedAliases removes client headers that spell an identity header
+// with underscores. net/http leaves such names as sent (X_keygate_account).
+// Ordinary header names hold no underscore, so this costs a byte scan per
+// header name.
+func (h *Handler) dropForgedAliases(hdr http.Header) {
+	for name := range hdr {
+		if strings.IndexByte(name, '_') >= 0 && h.isIdentity(name) {
+			delete(hdr, name)
+		}
+	}
+}
+
+// dropIdentityConnectionTokens removes from Connection every token that
+// names an identity header. reverse_proxy deletes the headers Connection
+// names, as hop-by-hop, after keygate has set its own: a client could have
+// a restricted key's request reach the upstream without its key type and
+// server. The other tokens keep their meaning.
+func (h *Handler) dropIdentityConnectionTokens(hdr http.Header) {
+	vals := hdr["Connection"]
+	if !h.namesIdentity(vals) {
+		return
+	}
+	kept := make([]string, 0, len(vals))
+	for _, v := range vals {
+		var tokens []string
+		for tok := range strings.SplitSeq(v, ",") {
+			if t := textproto.TrimString(tok); t != "" && !h.isIdentity(t) {
+				tokens = append(tokens, t)
+			}
+		}
+		if len(tokens) > 0 {
+			kept = append(kept, strings.Join(tokens, ", "))
+		}
+	}
+	if len(kept) == 0 {
+		delete(hdr, "Connection")
+		return
+	}
+	hdr["Connection"] = kept
+}
+
+// namesIdentity reports whether a Connection header names an identity
+// header; it allocates nothing, so that the common case costs nothing.
+func (h *Handler) namesIdentity(connection []string) bool {
+	for _, v := range connection {
+		for tok := range strings.SplitSeq(v, ",") {
+			if h.isIdentity(textproto.TrimString(tok)) {
+				return true
+			}
+		}
+	}
+	return false
+}
