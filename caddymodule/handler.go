@@ -272,6 +272,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	delete(r.Header, "Authorization")
 	h.dropForgedAliases(r.Header)
 	h.dropIdentityConnectionTokens(r.Header)
+	h.dropIdentityTrailers(r)
 	// One allocation for all the values: they must be the request's own,
 	// since a later handler (request_header) may edit them in place.
 	vals := make([]string, len(h.fields))

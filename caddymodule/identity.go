@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"io"
 	"net/http"
 	"net/textproto"
 	"strings"
@@ -9,7 +10,8 @@ import (
 // The identity headers reach the upstream as keygate set them, whatever
 // the client sends: a client's own headers of those names are removed
 // (ServeHTTP), and so are the other ways a client could make a proxy drop
-// or shadow them — spellings with underscores and Connection tokens.
+// or shadow them — spellings with underscores, Connection tokens and
+// trailers.
 
 // isIdentity reports whether name, as a client may spell it, names an
 // identity header: in any letter case, and with '_' for '-', since
@@ -79,4 +81,42 @@ func (h *Handler) namesIdentity(connection []string) bool {
 		}
 	}
 	return false
+}
+
+// dropIdentityTrailers keeps identity headers out of the request's
+// trailers, which reverse_proxy forwards (and declares upstream) after
+// keygate has set the headers. net/http fills r.Trailer in only when the
+// body is read to its end, with every trailer the client sent, declared or
+// not: the declared names are removed now, the rest at the end of the body.
+func (h *Handler) dropIdentityTrailers(r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody || (r.Trailer == nil && r.ContentLength >= 0) {
+		return // a body of known length carries no trailers
+	}
+	h.dropIdentityNames(r.Trailer)
+	r.Body = &trailerFilter{ReadCloser: r.Body, r: r, h: h}
+}
+
+func (h *Handler) dropIdentityNames(hdr http.Header) {
+	for name := range hdr {
+		if h.isIdentity(name) {
+			delete(hdr, name)
+		}
+	}
+}
+
+// trailerFilter removes identity headers from the request's trailers as
+// soon as net/http has read them, before reverse_proxy, which wraps this
+// body, copies them for the upstream.
+type trailerFilter struct {
+	io.ReadCloser
+	r *http.Request
+	h *Handler
+}
+
+func (b *trailerFilter) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.h.dropIdentityNames(b.r.Trailer)
+	}
+	return n, err
 }

@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -35,3 +37,34 @@ func TestConnectionKeepsOtherTokens(t *testing.T) {
 		}
 	}
 }
+
+func TestTrailersLoseIdentityHeadersAtEOF(t *testing.T) {
+	h := identityHandler(t)
+	r, _ := http.NewRequest("POST", "/", strings.NewReader("{}"))
+	r.ContentLength = -1
+	r.Trailer = http.Header{"X-Tenant": nil, "X-Checksum": nil}
+	h.dropIdentityTrailers(r)
+	if _, ok := r.Trailer["X-Tenant"]; ok {
+		t.Fatal("a declared identity trailer was kept")
+	}
+	// What net/http does at the end of the body: every trailer sent.
+	f := r.Body.(*trailerFilter)
+	inner := f.ReadCloser
+	f.ReadCloser = readCloser(func(p []byte) (int, error) {
+		n, err := inner.Read(p)
+		if err == io.EOF {
+			r.Trailer["X_keygate_server"] = []string{"zzzz9999"}
+			r.Trailer["X-Checksum"] = []string{"kept"}
+		}
+		return n, err
+	})
+	io.ReadAll(r.Body)
+	if len(r.Trailer) != 1 || r.Trailer.Get("X-Checksum") != "kept" {
+		t.Fatalf("trailers after the body: %v", r.Trailer)
+	}
+}
+
+type readCloser func([]byte) (int, error)
+
+func (f readCloser) Read(p []byte) (int, error) { return f(p) }
+func (f readCloser) Close() error               { return nil }

@@ -157,6 +157,7 @@ func (h *Handler) messageLookup(r *http.Request, next caddyhttp.Handler) scope.M
 		lr.URL = &u
 		lr.RequestURI = u.RequestURI()
 		lr.Body, lr.ContentLength = http.NoBody, 0
+		lr.Trailer = nil // the client's, for its own body
 		for _, k := range []string{"Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding", "Expect", "Accept-Encoding"} {
 			lr.Header.Del(k)
 		}

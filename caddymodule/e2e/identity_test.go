@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"bufio"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // identityNode is keygate in front of the stub upstream with the account
@@ -82,4 +86,66 @@ func TestIdentityHeadersSurviveConnection(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestIdentityTrailersNeverReachUpstream: identity headers sent as request
+// trailers of a chunked body (declared or not, any spelling) never reach
+// the upstream, neither as a trailer nor as its declaration; other
+// trailers do.
+func TestIdentityTrailersNeverReachUpstream(t *testing.T) {
+	t.Parallel()
+	n, up, acct, standard, restricted := identityNode(t)
+
+	trailers := []struct{ declared, sent string }{
+		{"X-Tenant, X-Keygate-Server, X_Keygate_Key_Id, X-Checksum",
+			"X-Tenant: forged\r\nX-Keygate-Server: zzzz9999\r\nX_Keygate_Key_Id: key_forged\r\nX-Keygate-Key-Type: standard\r\nX-Checksum: kept\r\n"},
+		{"x-keygate-key-type, X-Checksum", "x-keygate-key-type: standard\r\nx_tenant: forged\r\nX-Checksum: kept\r\n"},
+		{"", "X-Keygate-Server: zzzz9999\r\nX-Tenant: forged\r\n"},
+	}
+	for _, tr := range trailers {
+		for _, k := range []struct{ key, path, keyType, server string }{
+			{standard, "/api/servers", "standard", ""},
+			{restricted, "/api/messages?server=abcd1234", "restricted", "abcd1234"},
+		} {
+			before := up.count()
+			if status := sendChunked(t, n.addr, k.path, bearer(k.key), tr.declared, tr.sent); status != http.StatusOK {
+				t.Fatalf("%s key, trailers %q: status %d", k.keyType, tr.declared, status)
+			}
+			if up.count() != before+1 {
+				t.Fatalf("%s key, trailers %q: %d requests upstream, want 1", k.keyType, tr.declared, up.count()-before)
+			}
+			got := up.last(t)
+			wantIdentity(t, got, acct, k.keyType, k.server)
+			if strings.Contains(tr.declared, "X-Checksum") && got.Trailer.Get("X-Checksum") != "kept" {
+				t.Errorf("trailers %q: the client's own trailer was lost: %v", tr.declared, got.Trailer)
+			}
+		}
+	}
+}
+
+// sendChunked sends a POST with a chunked body and the given trailers over
+// a raw connection, and returns the status.
+func sendChunked(t *testing.T, addr, path, auth, declared, trailers string) int {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	var req strings.Builder
+	fmt.Fprintf(&req, "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n", path, addr, auth)
+	if declared != "" {
+		fmt.Fprintf(&req, "Trailer: %s\r\n", declared)
+	}
+	fmt.Fprintf(&req, "\r\n2\r\n{}\r\n0\r\n%s\r\n", trailers)
+	if _, err := c.Write([]byte(req.String())); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
