@@ -22,12 +22,12 @@ import (
 // a server-restricted key reaches only its own server's email and SMS
 // functions, and no response of another server reaches it.
 func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, rt *runtime, id *auth.Identity) error {
-	m, err := h.policy.Read(r.Method, r.URL.EscapedPath(), r.URL.RawQuery)
+	restricted := id.Type == store.Restricted
+	m, err := h.read(r, restricted)
 	if err != nil {
 		decisionCounters[outBadRequest].Inc()
 		return h.refuse(w, outBadRequest, err)
 	}
-	restricted := id.Type == store.Restricted
 	verdict := scope.Pass
 	if restricted {
 		verdict = scope.Decide(m, id.ServerID)
@@ -141,6 +141,19 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	decisionCounters[outAllowed].Inc()
 	return c.release(w)
+}
+
+// read reads the request against the route table. A restricted key's
+// request that asks for another method is refused too: an upstream that
+// honours the override would run a route keygate did not judge. A
+// standard key may do anything in its account, so its request is judged
+// as it is.
+func (h *Handler) read(r *http.Request, restricted bool) (scope.Match, error) {
+	m, err := h.policy.Read(r.Method, r.URL.EscapedPath(), r.URL.RawQuery)
+	if err == nil && restricted {
+		err = scope.MethodOverride(r.Header, r.URL.RawQuery)
+	}
+	return m, err
 }
 
 // messageLookup asks the upstream, through the rest of this route's

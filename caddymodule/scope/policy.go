@@ -216,22 +216,20 @@ func splitPath(p string, segs *[maxSegments]string) (int, error) {
 // parameters, since some servers split on either; a name is compared after
 // percent-decoding and in any letter case.
 func serverParam(q string) (server string, found bool, err error) {
+	return serverParamSplit(q, "&;")
+}
+
+// serverParamSplit finds the server parameter of a query split on any
+// byte of seps.
+func serverParamSplit(q, seps string) (server string, found bool, err error) {
 	for q != "" {
 		var pair string
-		if i := strings.IndexAny(q, "&;"); i >= 0 {
-			pair, q = q[:i], q[i+1:]
-		} else {
-			pair, q = q, ""
-		}
+		pair, q = nextParam(q, seps)
 		name, value, _ := strings.Cut(pair, "=")
-		if strings.ContainsAny(name, "%+") {
-			dec, derr := url.QueryUnescape(name)
-			if derr != nil {
-				return "", false, ambiguous("bad percent-encoding in a parameter name")
-			}
-			name = dec
+		if name, err = paramName(name); err != nil {
+			return "", false, err
 		}
-		if !strings.EqualFold(strings.TrimSpace(name), "server") {
+		if !strings.EqualFold(name, "server") {
 			continue
 		}
 		if found {
@@ -248,6 +246,27 @@ func serverParam(q string) (server string, found bool, err error) {
 		}
 	}
 	return server, found, nil
+}
+
+// nextParam cuts the first parameter off a query split on any byte of seps.
+func nextParam(q, seps string) (pair, rest string) {
+	if i := strings.IndexAny(q, seps); i >= 0 {
+		return q[:i], q[i+1:]
+	}
+	return q, ""
+}
+
+// paramName is a parameter's name as a lenient server reads it:
+// percent-decoded, '+' as a space, spaces trimmed.
+func paramName(name string) (string, error) {
+	if strings.ContainsAny(name, "%+") {
+		dec, err := url.QueryUnescape(name)
+		if err != nil {
+			return "", ambiguous("bad percent-encoding in a parameter name")
+		}
+		name = dec
+	}
+	return strings.TrimSpace(name), nil
 }
 
 func containsFold(s, sub string) bool {
