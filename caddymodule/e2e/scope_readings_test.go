@@ -55,3 +55,30 @@ func TestScopeMethodOverride(t *testing.T) {
 		t.Errorf("the restricted key's own inbox without an override: %d", r.status)
 	}
 }
+
+// TestScopeSemicolonQuery: keygate and the upstream must agree on the
+// server parameter whether or not ';' separates parameters. Where the
+// two readings differ, the request is refused for every key.
+func TestScopeSemicolonQuery(t *testing.T) {
+	t.Parallel()
+	w := newScopeWorld(t)
+	w.reset()
+	for _, c := range []struct{ method, target string }{
+		{"GET", "/api/messages?x=1;server=" + s1},
+		{"GET", "/api/messages?server=" + s1 + ";x=1"},
+		{"GET", "/api/messages?server=" + s1 + ";"},
+		{"GET", "/api/messages?x;Server=" + s1},
+		{"GET", "/api/messages?x=1;%73erver=" + s1},
+		{"DELETE", "/api/messages?x=1;server=" + s1},
+		{"POST", "/api/messages/search?a;server=" + s1},
+		{"GET", "/api/servers/" + s1 + "?x=1;server=" + s1},
+	} {
+		w.wantAmbiguous(w.own, c.method, c.target)
+		w.wantAmbiguous(w.standard, c.method, c.target)
+	}
+	// A ';' that changes no reading of the server is nobody's concern.
+	target := "/api/messages?x=1;y=2&server=" + s1
+	if r := w.send(w.own, "GET", target, ""); r.status != http.StatusOK || !w.reached("GET", target) {
+		t.Errorf("GET %s = %d %s, want forwarded", target, r.status, r.body)
+	}
+}

@@ -105,8 +105,8 @@ func ambiguous(why string) error { return fmt.Errorf("%w: %s", ErrAmbiguous, why
 // Read reads a request the way the upstream will, refusing what could be
 // read two ways: dot segments, encoded slashes or backslashes, doubled
 // slashes, a repeated server parameter (in any letter case, or with its
-// name percent-encoded), and a server in the path with another in the
-// query. Paths match case-insensitively, with one trailing slash and an
+// name percent-encoded), a ';' in the query that changes which server it
+// names, and a server in the path with another in the query. Paths match case-insensitively, with one trailing slash and an
 // empty query tolerated. escapedPath is the request's path as sent
 // (url.URL.EscapedPath), rawQuery its query as sent.
 //
@@ -212,11 +212,25 @@ func splitPath(p string, segs *[maxSegments]string) (int, error) {
 	}
 }
 
-// serverParam finds the server parameter. Both & and ; separate
-// parameters, since some servers split on either; a name is compared after
-// percent-decoding and in any letter case.
+// serverParam finds the server parameter; a name is compared after
+// percent-decoding and in any letter case. Servers split a query on '&'
+// (Go, the simulator) or on '&' and ';' (some frameworks): a query whose
+// server parameter the two readings see differently is refused. Where they
+// agree, no pair naming the server holds a ';', so Go's reading (which
+// drops such pairs) agrees too.
 func serverParam(q string) (server string, found bool, err error) {
-	return serverParamSplit(q, "&;")
+	server, found, err = serverParamSplit(q, "&")
+	if err != nil || strings.IndexByte(q, ';') < 0 {
+		return server, found, err
+	}
+	s, f, err := serverParamSplit(q, "&;")
+	if err != nil {
+		return "", false, err
+	}
+	if s != server || f != found {
+		return "", false, ambiguous("a semicolon in the query changes the server parameter")
+	}
+	return server, found, nil
 }
 
 // serverParamSplit finds the server parameter of a query split on any
