@@ -61,7 +61,8 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 		}
 	}
 
-	if m.Route == nil || (m.Route.Teaches == scope.TeachesNothing && verdict != scope.CheckResponse) {
+	// A HEAD's answer has no body to learn from.
+	if m.Route == nil || m.Head || (m.Route.Teaches == scope.TeachesNothing && verdict != scope.CheckResponse) {
 		decisionCounters[outAllowed].Inc()
 		return next.ServeHTTP(w, r) // streams untouched
 	}

@@ -1,9 +1,15 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"sort"
 	"strings"
 	"testing"
+
+	"github.com/keygate/keygate/cmd/inboxsim/sim"
 )
 
 // wantAmbiguous checks that a request was refused with keygate's 400
@@ -81,4 +87,119 @@ func TestScopeSemicolonQuery(t *testing.T) {
 	if r := w.send(w.own, "GET", target, ""); r.status != http.StatusOK || !w.reached("GET", target) {
 		t.Errorf("GET %s = %d %s, want forwarded", target, r.status, r.body)
 	}
+}
+
+// objectRoute is an OBJ route, with %s for its object's id.
+type objectRoute struct {
+	id, method, path string
+	kind             string // message, attachment or preview
+}
+
+var objectRoutes = []objectRoute{
+	{"M5", "GET", "/api/messages/%s", "message"},
+	{"M6", "DELETE", "/api/messages/%s", "message"},
+	{"M7", "POST", "/api/messages/%s/forward", "message"},
+	{"M8", "POST", "/api/messages/%s/reply", "message"},
+	{"M9", "POST", "/api/messages/%s/screenshots", "message"},
+	{"F1", "GET", "/api/files/attachments/%s", "attachment"},
+	{"F2", "GET", "/api/files/email/%s", "message"},
+	{"F3", "GET", "/api/files/screenshots/%s", "preview"},
+	{"A1", "GET", "/api/analysis/spam/%s", "message"},
+	{"A2", "GET", "/api/analysis/deliverability/%s", "message"},
+}
+
+// TestScopeObjectAnswersAreIdentical: on every object route and for every
+// method, a restricted key gets the same answer (status, headers, body) for
+// an object of another inbox, seen by keygate or not, as for one that does
+// not exist, so it cannot probe which objects exist elsewhere. The
+// upstream answers HEAD as GET, as many servers do.
+func TestScopeObjectAnswersAreIdentical(t *testing.T) {
+	t.Parallel()
+	w := newScopeWorld(t)
+	w.reset()
+	seen := w.otherObjects(true)
+	missing := map[string]string{
+		"message":    "00000000-0000-4000-8000-000000000000",
+		"attachment": "00000000-0000-4000-8000-000000000001",
+		"preview":    "00000000-0000-4000-8000-000000000002",
+	}
+	for _, rt := range objectRoutes {
+		for _, method := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"} {
+			body := ""
+			if method == "POST" || method == "PUT" {
+				body = `{"to":"x@example.com","text":"t","emailClients":["gmail-chrome-lightmode"]}`
+			}
+			want := w.send(w.own, method, fmt.Sprintf(rt.path, missing[rt.kind]), body)
+			for name, id := range map[string]string{"seen": seen[rt.kind], "unseen": w.otherObjects(false)[rt.kind]} {
+				got := w.send(w.own, method, fmt.Sprintf(rt.path, id), body)
+				if diff := answerDiff(want, got); diff != "" {
+					t.Errorf("%s: %s of another inbox's %s (%s) differs from one that does not exist: %s", rt.id, method, rt.kind, name, diff)
+				}
+			}
+		}
+	}
+	// The key's own message, never seen, still answers HEAD.
+	mine := w.up.Load().AddMessage(w.acctA, s1, sim.NewMessage{Subject: "mine", Text: "t"})
+	if r := w.send(w.own, "HEAD", "/api/messages/"+mine.ID, ""); r.status != http.StatusOK {
+		t.Errorf("HEAD of the key's own unseen message: %d", r.status)
+	}
+}
+
+// otherObjects makes a message of s2 with an attachment and a preview, and
+// lets keygate see them (through a standard key) when learn is set.
+func (w *scopeWorld) otherObjects(learn bool) map[string]string {
+	w.t.Helper()
+	s := w.up.Load()
+	att := []sim.NewAttachment{{FileName: "a.txt", ContentType: "text/plain", Content: []byte("a")}}
+	m := s.AddMessage(w.acctA, s2, sim.NewMessage{Subject: "other", Text: "t", Attachments: att})
+	objs := map[string]string{"message": m.ID, "attachment": m.Attachments[0].ID}
+	path, body := "/api/messages/"+m.ID+"/screenshots", `{"emailClients":["gmail-chrome-lightmode"]}`
+	var out string
+	if learn {
+		if r := w.send(w.standard, "GET", "/api/messages/"+m.ID, ""); r.status != http.StatusOK {
+			w.t.Fatalf("learning the other message: %d", r.status)
+		}
+		out = w.send(w.standard, "POST", path, body).body
+	} else { // straight to the upstream, past keygate
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", path, strings.NewReader(body))
+		req.Header.Set(sim.AccountHeader, w.acctA)
+		s.ServeHTTP(rec, req)
+		out = rec.Body.String()
+	}
+	var previews struct{ Items []struct{ ID string } }
+	if err := json.Unmarshal([]byte(out), &previews); err != nil || len(previews.Items) != 1 {
+		w.t.Fatalf("making a preview: %v %s", err, out)
+	}
+	objs["preview"] = previews.Items[0].ID
+	return objs
+}
+
+// answerDiff describes how two answers differ, Date aside.
+func answerDiff(a, b response) string {
+	var diffs []string
+	if a.status != b.status {
+		diffs = append(diffs, fmt.Sprintf("status %d, not %d", b.status, a.status))
+	}
+	if a.body != b.body {
+		diffs = append(diffs, fmt.Sprintf("body %q, not %q", b.body, a.body))
+	}
+	names := map[string]bool{}
+	for k := range a.header {
+		names[k] = true
+	}
+	for k := range b.header {
+		names[k] = true
+	}
+	var keys []string
+	for k := range names {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k != "Date" && strings.Join(a.header[k], ",") != strings.Join(b.header[k], ",") {
+			diffs = append(diffs, fmt.Sprintf("%s %q, not %q", k, b.header[k], a.header[k]))
+		}
+	}
+	return strings.Join(diffs, "; ")
 }

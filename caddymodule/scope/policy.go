@@ -94,6 +94,9 @@ type Match struct {
 	Route  *Route // nil when no route matches
 	Server string // the server the request names in its path or server parameter
 	Object string // the object id in the path, for an OBJ route
+	// Head: a HEAD request, read as its GET route. Its answer has no body
+	// to check or learn from.
+	Head bool
 }
 
 // ErrAmbiguous is wrapped by every reading error: a request that the
@@ -123,7 +126,8 @@ func (p *Policy) Read(method, escapedPath, rawQuery string) (Match, error) {
 		return Match{}, err
 	}
 
-	if method == "HEAD" {
+	head := strings.EqualFold(method, "HEAD")
+	if head {
 		method = "GET" // many servers answer HEAD with their GET route
 	}
 	var best *Route
@@ -148,7 +152,7 @@ func (p *Policy) Read(method, escapedPath, rawQuery string) (Match, error) {
 		}
 	}
 
-	m := Match{Route: best}
+	m := Match{Route: best, Head: head}
 	if best == nil {
 		return m, nil
 	}

@@ -165,6 +165,9 @@ func TestDecide(t *testing.T) {
 		{"POST", "/api/messages", "server=" + own, Pass},
 		{"POST", "/api/messages", "server=" + other, Forbidden},
 		{"GET", "/api/messages/m1", "", CheckResponse},
+		{"HEAD", "/api/messages/m1", "", CheckObject}, // no body to check
+		{"head", "/api/messages/m1", "", CheckObject},
+		{"HEAD", "/api/files/attachments/a1", "", CheckObject},
 		{"DELETE", "/api/messages/m1", "", CheckObject},
 		{"POST", "/api/messages/m1/forward", "", CheckObject},
 		{"POST", "/api/messages/m1/reply", "", CheckObject},
