@@ -10,16 +10,16 @@ import (
 // The identity headers reach the upstream as keygate set them, whatever
 // the client sends: a client's own headers of those names are removed
 // (ServeHTTP), and so are the other ways a client could make a proxy drop
-// or shadow them — spellings with underscores, Connection tokens and
+// or shadow them — spellings with underscores or dots, Connection tokens and
 // trailers.
 
 // isIdentity reports whether name, as a client may spell it, names an
-// identity header: in any letter case, and with '_' for '-', since
-// CGI-style upstreams (FastCGI, WSGI, Rack) read X_Keygate_Account as
-// X-Keygate-Account.
+// identity header: in any letter case, and with '_' or '.' for '-', since
+// CGI-style upstreams (FastCGI, PHP, WSGI, Rack) read X_Keygate_Account
+// and X.Keygate.Account as X-Keygate-Account.
 func (h *Handler) isIdentity(name string) bool {
-	if strings.IndexByte(name, '_') >= 0 {
-		name = strings.ReplaceAll(name, "_", "-")
+	if strings.ContainsAny(name, "_.") {
+		name = cgiFold.Replace(name)
 	}
 	for _, f := range h.fields {
 		if strings.EqualFold(name, f.name) {
@@ -29,13 +29,18 @@ func (h *Handler) isIdentity(name string) bool {
 	return false
 }
 
+// cgiFold spells a header name as CGI-style upstreams read it.
+var cgiFold = strings.NewReplacer("_", "-", ".", "-")
+
 // dropForgedAliases removes client headers that spell an identity header
-// with underscores. net/http leaves such names as sent (X_keygate_account).
-// Ordinary header names hold no underscore, so this costs a byte scan per
-// header name.
+// with underscores or dots. net/http leaves such names as sent
+// (X_keygate_account); Caddy drops them unless its server is told to
+// expect them (expected_underscore_headers, expected_dot_headers).
+// Ordinary header names hold neither, so this costs a byte scan per header
+// name.
 func (h *Handler) dropForgedAliases(hdr http.Header) {
 	for name := range hdr {
-		if strings.IndexByte(name, '_') >= 0 && h.isIdentity(name) {
+		if strings.ContainsAny(name, "_.") && h.isIdentity(name) {
 			delete(hdr, name)
 		}
 	}

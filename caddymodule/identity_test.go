@@ -38,6 +38,15 @@ func TestConnectionKeepsOtherTokens(t *testing.T) {
 	}
 }
 
+func TestForgedAliasesAreDropped(t *testing.T) {
+	h := identityHandler(t)
+	hdr := http.Header{"X_tenant": {"f"}, "X.keygate.server": {"f"}, "X_keygate.key_type": {"f"}, "X_request_id": {"kept"}, "X.Other": {"kept"}}
+	h.dropForgedAliases(hdr)
+	if len(hdr) != 2 || hdr["X_request_id"] == nil || hdr["X.Other"] == nil {
+		t.Fatalf("after dropping aliases: %v", hdr)
+	}
+}
+
 func TestTrailersLoseIdentityHeadersAtEOF(t *testing.T) {
 	h := identityHandler(t)
 	r, _ := http.NewRequest("POST", "/", strings.NewReader("{}"))
