@@ -271,6 +271,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	delete(r.Header, "Authorization")
 	h.dropForgedAliases(r.Header)
+	h.dropIdentityConnectionTokens(r.Header)
+	h.dropIdentityTrailers(r)
 	// One allocation for all the values: they must be the request's own,
 	// since a later handler (request_header) may edit them in place.
 	vals := make([]string, len(h.fields))
@@ -291,25 +293,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	return h.enforceScope(w, r, next, rt, id)
-}
-
-// dropForgedAliases removes client headers that spell an identity header
-// with underscores. net/http leaves such names as sent (X_keygate_account),
-// and CGI-style upstreams (FastCGI, WSGI, Rack) read '_' and '-' alike, so
-// X_Keygate_Account would reach them as the account header. Ordinary header
-// names hold no underscore, so this costs a byte scan per header name.
-func (h *Handler) dropForgedAliases(hdr http.Header) {
-	for name := range hdr {
-		if strings.IndexByte(name, '_') < 0 {
-			continue
-		}
-		canonical := textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(name, "_", "-"))
-		for _, f := range h.fields {
-			if canonical == f.name {
-				delete(hdr, name)
-			}
-		}
-	}
 }
 
 // Error bodies in the inbox API's error shape. They are the same for every

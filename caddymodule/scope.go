@@ -22,12 +22,12 @@ import (
 // a server-restricted key reaches only its own server's email and SMS
 // functions, and no response of another server reaches it.
 func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, rt *runtime, id *auth.Identity) error {
-	m, err := h.policy.Read(r.Method, r.URL.EscapedPath(), r.URL.RawQuery)
+	restricted := id.Type == store.Restricted
+	m, err := h.read(r, restricted)
 	if err != nil {
 		decisionCounters[outBadRequest].Inc()
 		return h.refuse(w, outBadRequest, err)
 	}
-	restricted := id.Type == store.Restricted
 	verdict := scope.Pass
 	if restricted {
 		verdict = scope.Decide(m, id.ServerID)
@@ -61,7 +61,8 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 		}
 	}
 
-	if m.Route == nil || (m.Route.Teaches == scope.TeachesNothing && verdict != scope.CheckResponse) {
+	// A HEAD's answer has no body to learn from.
+	if m.Route == nil || m.Head || (m.Route.Teaches == scope.TeachesNothing && verdict != scope.CheckResponse) {
 		decisionCounters[outAllowed].Inc()
 		return next.ServeHTTP(w, r) // streams untouched
 	}
@@ -143,6 +144,19 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 	return c.release(w)
 }
 
+// read reads the request against the route table. A restricted key's
+// request that asks for another method is refused too: an upstream that
+// honours the override would run a route keygate did not judge. A
+// standard key may do anything in its account, so its request is judged
+// as it is.
+func (h *Handler) read(r *http.Request, restricted bool) (scope.Match, error) {
+	m, err := h.policy.Read(r.Method, r.URL.EscapedPath(), r.URL.RawQuery)
+	if err == nil && restricted {
+		err = scope.MethodOverride(r.Header, r.URL.RawQuery)
+	}
+	return m, err
+}
+
 // messageLookup asks the upstream, through the rest of this route's
 // handlers (normally reverse_proxy), which server a message belongs to, on
 // the account's behalf.
@@ -157,6 +171,7 @@ func (h *Handler) messageLookup(r *http.Request, next caddyhttp.Handler) scope.M
 		lr.URL = &u
 		lr.RequestURI = u.RequestURI()
 		lr.Body, lr.ContentLength = http.NoBody, 0
+		lr.Trailer = nil // the client's, for its own body
 		for _, k := range []string{"Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding", "Expect", "Accept-Encoding"} {
 			lr.Header.Del(k)
 		}

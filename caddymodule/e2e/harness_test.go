@@ -320,7 +320,8 @@ func (n *node) adminGet(path string) string {
 	return string(b)
 }
 
-// upstream is a stub inbox API that records what reached it.
+// upstream is a stub inbox API that records what reached it, trailers
+// included.
 type upstream struct {
 	*httptest.Server
 	mu   sync.Mutex
@@ -330,6 +331,7 @@ type upstream struct {
 func newUpstream(t testing.TB) *upstream {
 	u := &upstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // r.Trailer is filled in at the end of the body
 		u.mu.Lock()
 		u.seen = append(u.seen, r.Clone(context.Background()))
 		u.mu.Unlock()

@@ -40,6 +40,11 @@ func Decide(m Match, server string) Verdict {
 	case OwnObject:
 		return CheckObject
 	case OwnObjectResponse:
+		if m.Head {
+			// No body to check: the object's server is needed first, so
+			// that another inbox's object answers as a missing one does.
+			return CheckObject
+		}
 		return CheckResponse
 	}
 	return Forbidden

@@ -94,6 +94,9 @@ type Match struct {
 	Route  *Route // nil when no route matches
 	Server string // the server the request names in its path or server parameter
 	Object string // the object id in the path, for an OBJ route
+	// Head: a HEAD request, read as its GET route. Its answer has no body
+	// to check or learn from.
+	Head bool
 }
 
 // ErrAmbiguous is wrapped by every reading error: a request that the
@@ -105,8 +108,8 @@ func ambiguous(why string) error { return fmt.Errorf("%w: %s", ErrAmbiguous, why
 // Read reads a request the way the upstream will, refusing what could be
 // read two ways: dot segments, encoded slashes or backslashes, doubled
 // slashes, a repeated server parameter (in any letter case, or with its
-// name percent-encoded), and a server in the path with another in the
-// query. Paths match case-insensitively, with one trailing slash and an
+// name percent-encoded), a ';' in the query that changes which server it
+// names, and a server in the path with another in the query. Paths match case-insensitively, with one trailing slash and an
 // empty query tolerated. escapedPath is the request's path as sent
 // (url.URL.EscapedPath), rawQuery its query as sent.
 //
@@ -123,7 +126,8 @@ func (p *Policy) Read(method, escapedPath, rawQuery string) (Match, error) {
 		return Match{}, err
 	}
 
-	if method == "HEAD" {
+	head := strings.EqualFold(method, "HEAD")
+	if head {
 		method = "GET" // many servers answer HEAD with their GET route
 	}
 	var best *Route
@@ -148,7 +152,7 @@ func (p *Policy) Read(method, escapedPath, rawQuery string) (Match, error) {
 		}
 	}
 
-	m := Match{Route: best}
+	m := Match{Route: best, Head: head}
 	if best == nil {
 		return m, nil
 	}
@@ -212,26 +216,38 @@ func splitPath(p string, segs *[maxSegments]string) (int, error) {
 	}
 }
 
-// serverParam finds the server parameter. Both & and ; separate
-// parameters, since some servers split on either; a name is compared after
-// percent-decoding and in any letter case.
+// serverParam finds the server parameter; a name is compared after
+// percent-decoding and in any letter case. Servers split a query on '&'
+// (Go, the simulator) or on '&' and ';' (some frameworks): a query whose
+// server parameter the two readings see differently is refused. Where they
+// agree, no pair naming the server holds a ';', so Go's reading (which
+// drops such pairs) agrees too.
 func serverParam(q string) (server string, found bool, err error) {
+	server, found, err = serverParamSplit(q, "&")
+	if err != nil || strings.IndexByte(q, ';') < 0 {
+		return server, found, err
+	}
+	s, f, err := serverParamSplit(q, "&;")
+	if err != nil {
+		return "", false, err
+	}
+	if s != server || f != found {
+		return "", false, ambiguous("a semicolon in the query changes the server parameter")
+	}
+	return server, found, nil
+}
+
+// serverParamSplit finds the server parameter of a query split on any
+// byte of seps.
+func serverParamSplit(q, seps string) (server string, found bool, err error) {
 	for q != "" {
 		var pair string
-		if i := strings.IndexAny(q, "&;"); i >= 0 {
-			pair, q = q[:i], q[i+1:]
-		} else {
-			pair, q = q, ""
-		}
+		pair, q = nextParam(q, seps)
 		name, value, _ := strings.Cut(pair, "=")
-		if strings.ContainsAny(name, "%+") {
-			dec, derr := url.QueryUnescape(name)
-			if derr != nil {
-				return "", false, ambiguous("bad percent-encoding in a parameter name")
-			}
-			name = dec
+		if name, err = paramName(name); err != nil {
+			return "", false, err
 		}
-		if !strings.EqualFold(strings.TrimSpace(name), "server") {
+		if !strings.EqualFold(name, "server") {
 			continue
 		}
 		if found {
@@ -248,6 +264,27 @@ func serverParam(q string) (server string, found bool, err error) {
 		}
 	}
 	return server, found, nil
+}
+
+// nextParam cuts the first parameter off a query split on any byte of seps.
+func nextParam(q, seps string) (pair, rest string) {
+	if i := strings.IndexAny(q, seps); i >= 0 {
+		return q[:i], q[i+1:]
+	}
+	return q, ""
+}
+
+// paramName is a parameter's name as a lenient server reads it:
+// percent-decoded, '+' as a space, spaces trimmed.
+func paramName(name string) (string, error) {
+	if strings.ContainsAny(name, "%+") {
+		dec, err := url.QueryUnescape(name)
+		if err != nil {
+			return "", ambiguous("bad percent-encoding in a parameter name")
+		}
+		name = dec
+	}
+	return strings.TrimSpace(name), nil
 }
 
 func containsFold(s, sub string) bool {

@@ -71,6 +71,8 @@ func FuzzPolicyAgreesWithUpstream(f *testing.F) {
 		{"GET", "/api/messages/search", "server=" + s1},
 		{"get", "/api/messages/", "%73erver=" + s1},
 		{"GET", "/api/messages", "server=" + s1 + ";server=" + s2},
+		{"GET", "/api/messages", "x=1;server=" + s1},
+		{"GET", "/api/messages", "server=" + s1 + ";x=1"},
 		{"GET", "/api/messages", "server=abcd1234%00"},
 	} {
 		f.Add(s[0], s[1], s[2])
