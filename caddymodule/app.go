@@ -37,6 +37,10 @@ const (
 	DefaultStoreTimeout = 2 * time.Second
 	DefaultRetention    = 30 * 24 * time.Hour
 	DefaultStaleBound   = 5 * time.Second
+	// DefaultUnknownKeyLookups and DefaultClientRefusals bound what keys
+	// that fail may cost (see App).
+	DefaultUnknownKeyLookups = 200
+	DefaultClientRefusals    = 60
 	// Heartbeat is how often an instance reports itself to the fleet;
 	// one not heard from for three heartbeats is no longer counted live.
 	Heartbeat = 2 * time.Second
@@ -76,6 +80,21 @@ type App struct {
 	// be looked up in time is answered 503. It bounds a readiness check
 	// (keygate_ready) too. Default: 2s.
 	StoreTimeout caddy.Duration `json:"store_timeout,omitempty"`
+
+	// UnknownKeyLookups is how many store lookups per second may find no
+	// key on this instance. The key format's checksum is public, so anyone
+	// can make well-formed keys that do not exist; past this many a second,
+	// keys not in the cache get 503 with Retry-After, never 401, until the
+	// budget refills. Lookups of valid keys spend none of it, so only a
+	// flood of unknown keys makes anyone wait. -1: no limit. Default: 200.
+	UnknownKeyLookups int `json:"unknown_key_lookups,omitempty"`
+
+	// ClientRefusals is how many refused requests (401) per minute one
+	// client address (Caddy's client IP, which honours trusted_proxies) may
+	// send before its requests get 429 with Retry-After, except those with
+	// a valid key in the cache: a client that keeps sending keys that fail
+	// slows down nobody else. -1: no limit. Default: 60.
+	ClientRefusals int `json:"client_refusals,omitempty"`
 
 	// ObjectRetention is how long keygate remembers which server an
 	// attachment or a preview belongs to, after it last saw the object in
@@ -187,6 +206,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.StaleBound == 0 {
 		a.StaleBound = caddy.Duration(DefaultStaleBound)
 	}
+	if a.UnknownKeyLookups == 0 {
+		a.UnknownKeyLookups = DefaultUnknownKeyLookups
+	}
+	if a.ClientRefusals == 0 {
+		a.ClientRefusals = DefaultClientRefusals
+	}
 
 	listenerUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "keygate", Name: "listener_up",
@@ -220,6 +245,8 @@ func (a *App) Validate() error {
 		return errors.New("keygate: cache_size must be positive")
 	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0, a.ObjectRetention < 0, a.StaleBound < 0:
 		return errors.New("keygate: cache_ttl, negative_ttl, store_timeout, object_retention and stale_bound must be positive")
+	case a.UnknownKeyLookups < -1, a.ClientRefusals < -1:
+		return errors.New("keygate: unknown_key_lookups and client_refusals must be positive, or off")
 	case a.Migrate != "auto" && a.Migrate != "off":
 		return fmt.Errorf("keygate: migrate must be auto or off, not %q", a.Migrate)
 	}
@@ -351,10 +378,11 @@ func (a *App) open(follow bool) (*runtime, error) {
 	if follow {
 		listenDSN = ld.ListenDSN()
 	}
-	a.rtKey = fmt.Sprintf("%s|%x|%+v|%v|%x", a.storeMod.ID(), sha256.Sum256(secret), cfg, a.ObjectRetention, sha256.Sum256([]byte(listenDSN)))
+	limits := auth.Limits{UnknownLookups: max(a.UnknownKeyLookups, 0), ClientRefusals: max(a.ClientRefusals, 0)}
+	a.rtKey = fmt.Sprintf("%s|%x|%+v|%+v|%v|%x", a.storeMod.ID(), sha256.Sum256(secret), cfg, limits, a.ObjectRetention, sha256.Sum256([]byte(listenDSN)))
 	v, _, err := runtimes.LoadOrNew(a.rtKey, func() (caddy.Destructor, error) {
 		usage := auth.NewUsage()
-		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: st.LookupKey, Cache: cfg, ObserveLookup: observeLookup, Usage: usage})
+		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: st.LookupKey, Cache: cfg, ObserveLookup: observeLookup, Usage: usage, Limits: limits})
 		if err != nil {
 			return nil, err
 		}
@@ -372,7 +400,7 @@ func (a *App) open(follow bool) (*runtime, error) {
 			objects:  objects,
 			// The runtime outlives this config: not the config's logger,
 			// whose writer a later config may close.
-			report: health.NewReporter(health.ReporterConfig{Logger: caddy.Log().Named("keygate"), Diagnose: st.Diagnose}),
+			report: health.NewReporter(health.ReporterConfig{Logger: caddy.Log().Named("keygate"), Diagnose: diagnose(st)}),
 		}
 		ready := health.CheckerConfig{Check: st.Ready, Diagnose: st.Diagnose, Timeout: cfg.FetchTimeout}
 		if follow {
@@ -399,6 +427,22 @@ func (a *App) open(follow bool) (*runtime, error) {
 		return nil, err
 	}
 	return v.(*runtime), nil
+}
+
+// diagnose explains the errors of a key check: the store's, and the
+// spent budget of lookups for unknown keys.
+func diagnose(st store.Store) func(error) store.Diagnosis {
+	return func(err error) store.Diagnosis {
+		if errors.Is(err, auth.ErrLookupBudget) {
+			return store.Diagnosis{
+				Kind:   "unknown_key_flood",
+				Cause:  "more well-formed keys that do not exist arrive than unknown_key_lookups allows: keys not in the cache get 503 until the budget refills",
+				Fix:    "find the clients sending them (client_refusals throttles each one); raise unknown_key_lookups if they are legitimate",
+				Detail: err.Error(),
+			}
+		}
+		return st.Diagnose(err)
+	}
 }
 
 // newFollower makes the follower of the fleet's key events for this

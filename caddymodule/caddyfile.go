@@ -35,6 +35,8 @@ func init() {
 //		store_timeout <duration>
 //		stale_bound   <duration>
 //		object_retention <duration>
+//		unknown_key_lookups <per second>|off
+//		client_refusals <per minute>|off
 //		migrate       auto|off
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
@@ -102,12 +104,20 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &a.ObjectRetention); err != nil {
 				return err
 			}
+		case "unknown_key_lookups":
+			if err := parseLimit(d, &a.UnknownKeyLookups, "unknown_key_lookups 200"); err != nil {
+				return err
+			}
+		case "client_refusals":
+			if err := parseLimit(d, &a.ClientRefusals, "client_refusals 60"); err != nil {
+				return err
+			}
 		case "migrate":
 			if !d.AllArgs(&a.Migrate) || (a.Migrate != "auto" && a.Migrate != "off") {
 				return d.Errf("migrate takes auto or off")
 			}
 		default:
-			return caddyconf.UnknownOption(d, "keygate global option", "store", "secret", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "migrate")
+			return caddyconf.UnknownOption(d, "keygate global option", "store", "secret", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "unknown_key_lookups", "client_refusals", "migrate")
 		}
 	}
 	return nil
@@ -226,3 +236,22 @@ var (
 	_ caddyfile.Unmarshaler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler = (*ReadyHandler)(nil)
 )
+
+// parseLimit reads a positive number, or off (stored as -1).
+func parseLimit(d *caddyfile.Dispenser, dst *int, example string) error {
+	opt := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return d.Errf("%s takes one number or off, for example: %s", opt, example)
+	}
+	if v == "off" {
+		*dst = -1
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return d.Errf("%s must be a positive number or off, not %q", opt, v)
+	}
+	*dst = n
+	return nil
+}

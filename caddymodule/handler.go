@@ -252,7 +252,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		decisionCounters[outUnavailable].Inc()
 		return h.unavailable(w, nil, errNotStarted)
 	}
-	d := rt.verifier.Verify(r.Context(), r.Header["Authorization"])
+	d := rt.verifier.VerifyFrom(r.Context(), r.Header["Authorization"], clientIP(r))
 	if d.Cached {
 		cacheCounters[d.Cache].Inc()
 	}
@@ -263,6 +263,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case auth.Unavailable:
 		decisionCounters[outUnavailable].Inc()
 		return h.unavailable(w, rt, d.Err)
+	case auth.Throttled:
+		decisionCounters[outThrottled].Inc()
+		return throttled(w, d.RetryAfter)
 	}
 
 	id := d.Identity
@@ -300,7 +303,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 const (
 	unauthorizedBody = `{"type":"AuthenticationError","status":401,"errors":[{"field":"authorization","detail":[{"description":"Authentication failed, check your API key.","code":"invalid_api_key"}]}]}` + "\n"
 	unavailableBody  = `{"type":"ServiceUnavailable","status":503,"errors":[{"field":"authorization","detail":[{"description":"The API key could not be checked right now. Retry shortly.","code":"key_store_unavailable"}]}]}` + "\n"
+	throttledBody    = `{"type":"TooManyRequests","status":429,"errors":[{"field":"authorization","detail":[{"description":"Too many requests with API keys that failed. Retry later with a valid key.","code":"too_many_failed_keys"}]}]}` + "\n"
 )
+
+// clientIP is Caddy's idea of the client address, which honours the
+// server's trusted_proxies.
+func clientIP(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	return ip
+}
+
+// throttled answers 429 to a client that sent too many keys that failed.
+func throttled(w http.ResponseWriter, wait time.Duration) error {
+	w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+	return writeError(w, http.StatusTooManyRequests, throttledBody)
+}
 
 func (h *Handler) unauthorized(w http.ResponseWriter, r *http.Request) error {
 	if c := h.logger.Check(zapcore.DebugLevel, "API key refused"); c != nil {

@@ -36,13 +36,14 @@ var (
 )
 
 // outcome is the handler's final answer to a request, the decisions
-// metric's label. The first three are auth.Result's, in its order.
+// metric's label. The first four are auth.Result's, in its order.
 type outcome uint8
 
 const (
 	outAllowed              = outcome(auth.Allowed)
 	outUnauthorized         = outcome(auth.Unauthorized)
 	outUnavailable          = outcome(auth.Unavailable)
+	outThrottled            = outcome(auth.Throttled)
 	outForbidden    outcome = iota // the key's scope does not cover the request
 	outNotFound                    // an object of another server, or never seen
 	outBadRequest                  // a request that could be read two ways
@@ -50,7 +51,7 @@ const (
 	numOutcomes
 )
 
-var outcomeNames = [numOutcomes]string{"allowed", "unauthorized", "unavailable", "forbidden", "not_found", "bad_request", "bad_gateway"}
+var outcomeNames = [numOutcomes]string{"allowed", "unauthorized", "unavailable", "throttled", "forbidden", "not_found", "bad_request", "bad_gateway"}
 
 // Resolved children, so the request path does no label hashing.
 var (

@@ -22,12 +22,18 @@ const (
 	// Unauthorized: no key, a malformed key, an unknown or a deleted key.
 	// These are deliberately indistinguishable to the client.
 	Unauthorized
-	// Unavailable: the key is not cached and the store did not answer.
-	// Never an Unauthorized: a valid key must not be told it is wrong.
+	// Unavailable: the key is not cached and the store did not answer,
+	// or was not asked because the lookup budget was spent
+	// (ErrLookupBudget). Never an Unauthorized: a valid key must not be
+	// told it is wrong.
 	Unavailable
+	// Throttled: the client sent too many refused requests lately, and
+	// this one's key is not a cached valid key; Decision.RetryAfter says
+	// when it may try again.
+	Throttled
 )
 
-var resultNames = [...]string{"allowed", "unauthorized", "unavailable"}
+var resultNames = [...]string{"allowed", "unauthorized", "unavailable", "throttled"}
 
 // String returns the result's metric label.
 func (r Result) String() string { return resultNames[r] }
@@ -39,6 +45,8 @@ type Decision struct {
 	Cache    cache.Outcome // valid when Cached is true
 	Cached   bool          // whether the cache was consulted (not for malformed keys)
 	Err      error         // the store's error when Unavailable
+	// RetryAfter is how long a Throttled client must wait.
+	RetryAfter time.Duration
 }
 
 // Field names one piece of a key's identity, as sent upstream in headers
@@ -95,6 +103,9 @@ type VerifierConfig struct {
 	ObserveLookup func(d time.Duration, err error)
 	// Usage, when set, gathers when each allowed key was last used.
 	Usage *Usage
+	// Limits bound what keys that fail may cost: store lookups and each
+	// client's refused requests. The zero value limits nothing.
+	Limits Limits
 }
 
 // A Verifier answers whether a request's Authorization header carries a
@@ -103,6 +114,7 @@ type Verifier struct {
 	keyring *keys.Keyring
 	cache   *cache.Cache[keys.Digest, *Identity]
 	usage   *Usage
+	limits  *limiter
 	bufs    sync.Pool // of *[maxBasicLen]byte
 }
 
@@ -134,34 +146,72 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating key cache: %w", err)
 	}
-	v := &Verifier{keyring: cfg.Keyring, cache: c, usage: cfg.Usage}
+	limits, err := newLimiter(cfg.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("creating key limits: %w", err)
+	}
+	v := &Verifier{keyring: cfg.Keyring, cache: c, usage: cfg.Usage, limits: limits}
 	v.bufs.New = func() any { return new([maxBasicLen]byte) }
 	return v, nil
 }
 
-// Verify checks the values of a request's Authorization header. Exactly one
-// value is accepted: two could be read two ways.
+// Verify checks the values of a request's Authorization header, for no
+// client in particular: see VerifyFrom.
 func (v *Verifier) Verify(ctx context.Context, authorization []string) Decision {
+	return v.VerifyFrom(ctx, authorization, "")
+}
+
+// VerifyFrom checks the values of a request's Authorization header sent by
+// client (an address; "" for none). Exactly one value is accepted: two
+// could be read two ways. A valid key in the cache is allowed whatever the
+// limits; anything else of a throttled client is Throttled, and a key not
+// in the cache is looked up only while the budget of lookups that find no
+// key is not spent.
+func (v *Verifier) VerifyFrom(ctx context.Context, authorization []string, client string) Decision {
 	if len(authorization) != 1 {
-		return Decision{Result: Unauthorized}
+		return v.refuse(client, Decision{Result: Unauthorized})
 	}
 	buf := v.bufs.Get().(*[maxBasicLen]byte)
 	defer v.bufs.Put(buf)
 	key, ok := keyFromAuthorization(authorization[0], buf)
 	if !ok || !keys.Valid(key) {
-		return Decision{Result: Unauthorized}
+		return v.refuse(client, Decision{Result: Unauthorized})
 	}
-	id, found, o, err := v.cache.Load(ctx, v.keyring.Digest(key))
-	switch {
-	case err != nil:
-		return Decision{Result: Unavailable, Cache: o, Cached: true, Err: err}
-	case !found:
-		return Decision{Result: Unauthorized, Cache: o, Cached: true}
+	d := v.keyring.Digest(key)
+	id, found, o, cached := v.cache.Cached(d)
+	if !(cached && found) {
+		if wait := v.limits.throttled(client); wait > 0 {
+			return Decision{Result: Throttled, RetryAfter: wait}
+		}
+		if !cached && !v.limits.lookup() {
+			return Decision{Result: Unavailable, Cache: cache.Failed, Cached: true, Err: ErrLookupBudget}
+		}
+	}
+	if !cached {
+		var err error
+		id, found, o, err = v.cache.Load(ctx, d)
+		v.limits.looked(err == nil && !found)
+		if err != nil {
+			return Decision{Result: Unavailable, Cache: o, Cached: true, Err: err}
+		}
+	}
+	if !found {
+		return v.refuse(client, Decision{Result: Unauthorized, Cache: o, Cached: true})
 	}
 	if v.usage != nil {
 		v.usage.mark(id, time.Now().UnixNano())
 	}
 	return Decision{Result: Allowed, Identity: id, Cache: o, Cached: true}
+}
+
+// refuse counts a refusal against the client, unless it is throttled
+// already: then it is told so, and when it may try again.
+func (v *Verifier) refuse(client string, d Decision) Decision {
+	if wait := v.limits.throttled(client); wait > 0 {
+		return Decision{Result: Throttled, RetryAfter: wait}
+	}
+	v.limits.refused(client)
+	return d
 }
 
 // Forget drops what the cache knows of a digest: call it after the store

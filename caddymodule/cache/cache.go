@@ -106,11 +106,8 @@ func New[K comparable, V any](cfg Config, fetch Fetch[K, V]) (*Cache[K, V], erro
 // returned to every caller of that fetch and not cached. Load allocates
 // nothing on a hit.
 func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome, err error) {
-	if e, ok := c.get(k, (*lru.Cache[K, entry[V]]).Get); ok {
-		if e.found {
-			return e.v, true, Hit, nil
-		}
-		return v, false, NegativeHit, nil
+	if v, found, o, ok := c.Cached(k); ok {
+		return v, found, o, nil
 	}
 
 	c.mu.Lock()
@@ -168,6 +165,19 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 		return v, false, Failed, f.err
 	}
 	return f.v, f.found, Miss, nil
+}
+
+// Cached answers from the cache alone: ok is false when k has no usable
+// entry, positive or negative. It allocates nothing.
+func (c *Cache[K, V]) Cached(k K) (v V, found bool, o Outcome, ok bool) {
+	e, ok := c.get(k, (*lru.Cache[K, entry[V]]).Get)
+	switch {
+	case !ok:
+		return v, false, Miss, false
+	case e.found:
+		return e.v, true, Hit, true
+	}
+	return v, false, NegativeHit, true
 }
 
 // get finds a usable entry of k, positive first, with the LRU's Get (which

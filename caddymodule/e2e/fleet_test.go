@@ -85,7 +85,10 @@ func newFleet(t testing.TB, n int, dsn string, dsnFor func(i int) (storeDSN, lis
 		nd := newNode(t, nodeConfig{
 			extra: fmt.Sprintf("\nhttp://%s {\n\tbind 127.0.0.1\n\tbasic_auth {\n\t\talice %s\n\t}\n\tkeygate_admin\n}\n", dash, hash),
 			global: "\t\tstore postgres " + strconv.Quote(storeDSN) + " {\n\t\t\tlisten " + strconv.Quote(listenDSN) + "\n\t\t}\n" +
+				// The watchers probe deleted keys from one address without
+				// pause: the limits for keys that fail would throttle them.
 				"\t\tsecret {env.KEYGATE_SECRET}\n\t\tcache_ttl 10m\n\t\tnegative_ttl 10m\n\t\tstore_timeout 500ms\n" +
+				"\t\tclient_refusals off\n\t\tunknown_key_lookups off\n" +
 				"\t\tstale_bound " + staleBound.String(),
 			upstream: up.addr(),
 		})

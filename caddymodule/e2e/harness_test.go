@@ -84,11 +84,12 @@ type nodeConfig struct {
 	site     string
 	upstream string
 	extra    string // more site blocks
+	options  string // more global options, such as servers { ... }
 }
 
 func (c nodeConfig) render(adminAddr, addr string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "{\n\tadmin %s\n\tauto_https off\n\tgrace_period 1s\n\tlog {\n\t\tlevel DEBUG\n\t}\n", adminAddr)
+	fmt.Fprintf(&b, "{\n\tadmin %s\n\tauto_https off\n\tgrace_period 1s\n\tlog {\n\t\tlevel DEBUG\n\t}\n%s", adminAddr, c.options)
 	if c.global != "" {
 		fmt.Fprintf(&b, "\tkeygate {\n%s\n\t}\n", c.global)
 	}
