@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -24,11 +25,12 @@ const DefaultInboxTimeout = 5 * time.Second
 
 // Handler is the dashboard where Account Administrators create, reveal
 // and delete their account's API keys: HTML pages, the JSON API behind
-// them, and the audit log. Mount it on any site or path (with handle_path)
-// behind the authentication you use: the user is {http.auth.user.id}, and
-// their role in each account comes from keygate's members table. A
-// request authenticated with an API key is refused. It answers every
-// request it gets; it never calls the next handler.
+// them, and the audit log; and where operators see the fleet. Mount it on
+// any site or path (with handle_path) behind the authentication you use:
+// the user is {http.auth.user.id}, and their role in each account comes
+// from keygate's members table. A request authenticated with an API key
+// is refused. It answers every request it gets; it never calls the next
+// handler.
 type Handler struct {
 	// InboxAPI is the base URL of the inbox API, such as
 	// http://inbox-api.internal:8080. The dashboard lists an account's
@@ -46,6 +48,15 @@ type Handler struct {
 	// account and key_type. Give the same names as to the keygate
 	// directive. Defaults: X-Keygate-Account, X-Keygate-Key-Type.
 	Headers map[string]string `json:"headers,omitempty"`
+
+	// Operators are the user ids ({http.auth.user.id}) of the people who
+	// run keygate. They alone see the Fleet page and GET /api/fleet (the
+	// instances' hosts, process ids and start times), whether or not they
+	// are members of an account; to anyone else these answer 404, as a
+	// page that does not exist. Account Administrators are the inbox
+	// API's customers: they see their deletions' receipts ("Revoked on 3
+	// of 3 instances"), never the infrastructure.
+	Operators []string `json:"operators,omitempty"`
 
 	dash      *Dashboard
 	transport *http.Transport
@@ -66,10 +77,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.InboxTimeout = caddy.Duration(DefaultInboxTimeout)
 	}
 	cfg := Config{
-		Backend:  app.(*caddymodule.App),
-		Identify: identify,
-		ClientIP: clientIP,
-		Logger:   ctx.Logger(),
+		Backend:   app.(*caddymodule.App),
+		Identify:  identify,
+		Operators: h.Operators,
+		ClientIP:  clientIP,
+		Logger:    ctx.Logger(),
 	}
 	if h.InboxAPI != "" {
 		base := caddy.NewReplacer().ReplaceKnown(h.InboxAPI, "")
@@ -116,6 +128,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.InboxTimeout < 0 {
 		return fmt.Errorf("keygate_admin: inbox_timeout must be positive")
+	}
+	if slices.Contains(h.Operators, "") {
+		return fmt.Errorf("keygate_admin: an operator's user id is empty")
 	}
 	return nil
 }

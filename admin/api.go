@@ -179,11 +179,9 @@ func (d *Dashboard) apiDelete(w http.ResponseWriter, r *http.Request, s *session
 	return nil
 }
 
-// apiFleet lists the fleet's live instances, for any Account Administrator.
-func (d *Dashboard) apiFleet(w http.ResponseWriter, r *http.Request, s *session) error {
-	if _, _, err := d.anyAdmin(r, s); err != nil {
-		return err
-	}
+// apiFleet lists the fleet's live instances, for operators only (see
+// operatorsOnly).
+func (d *Dashboard) apiFleet(w http.ResponseWriter, r *http.Request, _ *session) error {
 	ins, err := d.cfg.Backend.Instances(r.Context())
 	if err != nil {
 		return err

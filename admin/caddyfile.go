@@ -28,6 +28,7 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		inbox_api     <url>
 //		inbox_timeout <duration>
 //		header        account|key_type <name>
+//		operators     <user-id...>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -67,8 +68,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Headers = map[string]string{}
 			}
 			h.Headers[field] = name
+		case "operators":
+			users := d.RemainingArgs()
+			if len(users) == 0 {
+				return d.Errf("operators takes one or more user ids, as {http.auth.user.id} gives them, for example: operators ops-alice ops-bob")
+			}
+			h.Operators = append(h.Operators, users...)
 		default:
-			return caddyconf.UnknownOption(d, "keygate_admin option", "inbox_api", "inbox_timeout", "header")
+			return caddyconf.UnknownOption(d, "keygate_admin option", "inbox_api", "inbox_timeout", "header", "operators")
 		}
 	}
 	return nil

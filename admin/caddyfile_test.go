@@ -21,12 +21,15 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{in: "keygate_admin {\n\tinbox_api http://127.0.0.1:8081\n\tinbox_timeout 3s\n\theader account X-Account\n}",
 			want: `{"inbox_api":"http://127.0.0.1:8081","inbox_timeout":3000000000,"headers":{"account":"X-Account"}}`},
 		{in: "keygate_admin {\n\tinbox_api {env.INBOX_API}\n}", want: `{"inbox_api":"{env.INBOX_API}"}`},
+		{in: "keygate_admin {\n\toperators ops-alice ops-bob\n\toperators ops-carol\n}", want: `{"operators":["ops-alice","ops-bob","ops-carol"]}`},
+		{in: "keygate_admin {\n\toperators\n}", err: "operators takes one or more user ids"},
+		{in: "keygate_admin {\n\toperator ops-alice\n}", err: `unknown keygate_admin option "operator": did you mean operators? (options: inbox_api, inbox_timeout, header, operators), at Testfile:2`},
 		{in: "keygate_admin http://x", err: "takes no arguments"},
 		{in: "keygate_admin {\n\tinbox_api ftp://x\n}", err: "must be an http or https URL"},
 		{in: "keygate_admin {\n\tinbox_api\n}", err: "inbox_api takes one URL"},
 		{in: "keygate_admin {\n\tinbox_timeout -1s\n}", err: "positive duration"},
 		{in: "keygate_admin {\n\theader server X-S\n}", err: "use account or key_type"},
-		{in: "keygate_admin {\n\n\tinbox_apl http://x\n}", err: `unknown keygate_admin option "inbox_apl": did you mean inbox_api? (options: inbox_api, inbox_timeout, header), at Testfile:3`},
+		{in: "keygate_admin {\n\n\tinbox_apl http://x\n}", err: `unknown keygate_admin option "inbox_apl": did you mean inbox_api? (options: inbox_api, inbox_timeout, header, operators), at Testfile:3`},
 		{in: "keygate_admin {\n\tstore sqlite\n}", err: `unknown keygate_admin option "store" (options:`},
 	} {
 		var h Handler
@@ -52,6 +55,7 @@ func TestValidate(t *testing.T) {
 		{Headers: map[string]string{"server": "X"}},
 		{Headers: map[string]string{"account": "bad header"}},
 		{InboxTimeout: -1},
+		{Operators: []string{"ops-alice", ""}},
 	} {
 		if err := h.Validate(); err == nil {
 			t.Errorf("%+v: no error", h)

@@ -45,6 +45,12 @@ type Config struct {
 	// Identify returns the signed-in user's id: "" when nobody is signed
 	// in, ErrAPIKey when the request carried an API key.
 	Identify func(*http.Request) (string, error)
+	// Operators are the users, as Identify names them, who run keygate:
+	// they alone see the fleet (the instances' hosts, process ids and
+	// start times), whether or not they are members of an account.
+	// Account Administrators are the inbox API's customers and never see
+	// the infrastructure.
+	Operators []string
 	// ClientIP returns where a request came from, for the audit log.
 	// Default: the host of the request's RemoteAddr.
 	ClientIP func(*http.Request) string
@@ -57,10 +63,11 @@ type Config struct {
 // Dashboard serves the pages, the JSON API and the static files, on
 // whatever path it is mounted: its pages use relative links only.
 type Dashboard struct {
-	cfg  Config
-	mux  *http.ServeMux
-	cop  *http.CrossOriginProtection
-	csrf atomic.Pointer[csrfKey]
+	cfg       Config
+	operators map[string]bool
+	mux       *http.ServeMux
+	cop       *http.CrossOriginProtection
+	csrf      atomic.Pointer[csrfKey]
 }
 
 // Messages that the product document and the issue fix.
@@ -69,6 +76,7 @@ const (
 	msgNoAPIKeys  = "The dashboard does not accept API keys. Sign in to the dashboard instead."
 	msgNoUser     = "You are not signed in. The dashboard needs an authentication handler in front of it (for example basic_auth, or your single sign-on), which sets {http.auth.user.id}."
 	msgNoAccount  = "Account not found, or you are not one of its members."
+	msgNoPage     = "There is no such page."
 	msgNoMember   = "You are not a member of any account. " + msgNotAdmin
 	msgCSRF       = "This request did not come from the dashboard's own page (the CSRF token is missing or does not match). Reload the page and try again."
 	msgCrossSite  = "Cross-site requests are refused. Use the dashboard's own page."
@@ -94,7 +102,12 @@ func New(cfg Config) *Dashboard {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	d := &Dashboard{cfg: cfg, cop: http.NewCrossOriginProtection()}
+	d := &Dashboard{cfg: cfg, operators: map[string]bool{}, cop: http.NewCrossOriginProtection()}
+	for _, u := range cfg.Operators {
+		if u != "" { // "" is nobody signed in
+			d.operators[u] = true
+		}
+	}
 	d.routes()
 	return d
 }
@@ -116,12 +129,17 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type handlerFunc func(w http.ResponseWriter, r *http.Request, s *session) error
 
 // routes builds the mux. A path served for some methods answers others
-// with 405 and an Allow header.
+// with 405 and an Allow header. The operators' paths exist for operators
+// only: see operatorsOnly.
 func (d *Dashboard) routes() {
 	d.mux = http.NewServeMux()
 	allow := map[string][]string{}
+	hidden := map[string]bool{}
 	var order []string
 	add := func(method, path string, h http.HandlerFunc) {
+		if hidden[path] {
+			h = d.operatorsOnly(h)
+		}
 		d.mux.HandleFunc(method+" "+path, h)
 		if _, ok := allow[path]; !ok {
 			order = append(order, path)
@@ -130,6 +148,7 @@ func (d *Dashboard) routes() {
 	}
 	page := func(method, path string, fn handlerFunc) { add(method, path, d.handle(false, fn)) }
 	api := func(method, path string, fn handlerFunc) { add(method, path, d.handle(true, fn)) }
+	hidden["/fleet"], hidden["/api/fleet"] = true, true
 
 	page("GET", "/{$}", d.keysPage)
 	page("GET", "/new", d.newPage)
@@ -156,14 +175,36 @@ func (d *Dashboard) routes() {
 			methods = append(methods, "HEAD")
 		}
 		allowed := strings.Join(methods, ", ")
-		d.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		var h http.HandlerFunc = func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allowed)
 			d.writeError(w, r, nil, isAPI(r), fail(http.StatusMethodNotAllowed, "This address takes "+allowed+" only."))
-		})
+		}
+		if hidden[path] {
+			h = d.operatorsOnly(h)
+		}
+		d.mux.HandleFunc(path, h)
 	}
-	d.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		d.writeError(w, r, nil, isAPI(r), fail(http.StatusNotFound, "There is no such page."))
-	})
+	d.mux.HandleFunc("/", d.notFound)
+}
+
+// notFound is the answer for a page that does not exist.
+func (d *Dashboard) notFound(w http.ResponseWriter, r *http.Request) {
+	d.writeError(w, r, nil, isAPI(r), fail(http.StatusNotFound, msgNoPage))
+}
+
+// operatorsOnly serves h to operators. Anyone else, signed in or not,
+// gets exactly the answer of a page that does not exist, whatever the
+// method: not a 403, so that an account's users learn nothing of the
+// infrastructure, not even that the page exists.
+func (d *Dashboard) operatorsOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		user, err := d.cfg.Identify(r)
+		if err != nil || !d.operators[user] {
+			d.notFound(w, r)
+			return
+		}
+		h(w, r)
+	}
 }
 
 func isAPI(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/api/") }

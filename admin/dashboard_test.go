@@ -814,11 +814,53 @@ func TestStaticAndUnknownPaths(t *testing.T) {
 	}
 }
 
-// TestFleetPage: on the embedded store the fleet is this instance; only
-// Account Administrators see the page.
-func TestFleetPage(t *testing.T) {
+// TestFleetPageForOperatorsOnly: the fleet is for operators, whether or
+// not they are members of an account. To anyone else, Account
+// Administrators included, its routes answer exactly as pages that do
+// not exist, for every method, and no page links to them.
+func TestFleetPageForOperatorsOnly(t *testing.T) {
 	f := newFixture(t)
-	expect(t, "fleet page", f.get("/fleet", "alice"), http.StatusOK, "the only instance")
-	expect(t, "fleet JSON", f.get("/api/fleet", "alice"), http.StatusOK, `"fleet":false`)
-	expect(t, "fleet page, member", f.get("/fleet", "bob"), http.StatusForbidden, msgNotAdmin)
+	// olga runs keygate and is a member of no account; dave also
+	// administers both accounts.
+	f.dash = admin.New(admin.Config{Backend: f.app, Identify: testIdentify, Operators: []string{"olga", "dave"}})
+
+	for _, c := range []struct{ who, method, path, missing string }{
+		{"alice", "GET", "/fleet", "/no-such-page"},
+		{"alice", "GET", "/api/fleet", "/api/no-such-page"},
+		{"alice", "POST", "/fleet", "/no-such-page"},
+		{"alice", "HEAD", "/api/fleet", "/api/no-such-page"},
+		{"bob", "GET", "/fleet", "/no-such-page"},
+		{"", "GET", "/api/fleet", "/api/no-such-page"},
+	} {
+		got, want := f.do(f.dash, c.method, c.path, c.who, nil), f.do(f.dash, c.method, c.missing, c.who, nil)
+		if got.status != http.StatusNotFound || got.body != want.body {
+			t.Errorf("%s %s as %q: %d %s\nwant, as for %s: %d %s", c.method, c.path, c.who, got.status, got.body, c.missing, want.status, want.body)
+		}
+	}
+	withKey := f.do(f.dash, "GET", "/api/fleet", "alice", nil, "X-Test-API-Key", "1")
+	expect(t, "fleet JSON with an API key", withKey, http.StatusNotFound, "There is no such page.")
+	for _, page := range []string{"/", "/audit?account=" + f.acme, "/new?account=" + f.acme} {
+		if r := f.get(page, "alice"); r.status != http.StatusOK || strings.Contains(r.body, `href="fleet`) {
+			t.Errorf("%s links to the fleet for an Account Administrator: %d", page, r.status)
+		}
+	}
+
+	r := f.get("/fleet", "olga")
+	expect(t, "fleet page, operator", r, http.StatusOK, "the only instance", `<a href="fleet" aria-current="page">Fleet</a>`)
+	if strings.Contains(r.body, "API Keys</a>") {
+		t.Error("the fleet page offers API keys to an operator of no account")
+	}
+	expect(t, "fleet JSON, operator", f.get("/api/fleet", "olga"), http.StatusOK, `"fleet":false`)
+	if r := f.get("/", "olga"); r.status != http.StatusSeeOther || r.header.Get("Location") != "fleet" {
+		t.Errorf("an operator of no account at the dashboard's root: %d %q, want 303 to fleet", r.status, r.header.Get("Location"))
+	}
+	r = f.do(f.dash, "POST", "/fleet", "olga", nil)
+	if r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /fleet as an operator: %d, Allow %q", r.status, r.header.Get("Allow"))
+	}
+
+	// An operator who administers accounts keeps the one they were on.
+	expect(t, "fleet page, operator and administrator", f.get("/fleet?account="+f.other, "dave"), http.StatusOK,
+		`href="audit?account=`+f.other+`"`, `href="fleet?account=`+f.other+`" aria-current="page"`)
+	expect(t, "key list, operator and administrator", f.get("/?account="+f.acme, "dave"), http.StatusOK, `href="fleet?account=`+f.acme+`"`)
 }

@@ -1,6 +1,7 @@
 // Package admin is keygate's dashboard: the pages and the JSON API with
 // which Account Administrators create, reveal and delete their account's
-// API keys, and read the audit log of those actions.
+// API keys, and read the audit log of those actions; and with which
+// operators, the people who run keygate, see its fleet of instances.
 //
 // It has two layers. [Dashboard] is a plain [net/http.Handler] that takes
 // everything it needs as inputs (the keygate app's store and key manager,
@@ -23,6 +24,7 @@
 //	GET  /delete?account=&key=     the delete confirmation (without JavaScript)
 //	POST /delete                   delete a key; confirm_name must be its name
 //	GET  /audit                    the audit log (?account=<id>&before=<event id>)
+//	GET  /fleet                    the fleet's live instances (operators only)
 //	GET  /static/...               the page's stylesheet and script
 //
 //	GET  /api/accounts                                   the user's accounts, with a CSRF token each
@@ -32,9 +34,13 @@
 //	POST /api/accounts/{account}/keys/{key}/delete       {"name"} must be the key's name
 //	GET  /api/accounts/{account}/inboxes                 the account's inboxes, from the inbox API
 //	GET  /api/accounts/{account}/audit                   ?before=<event id>&limit=<n>
+//	GET  /api/fleet                                      the fleet's live instances (operators only)
 //
 // Every request needs a signed-in user who is an administrator of the
 // account it names; a request authenticated with an API key is refused.
+// The fleet's routes exist for operators only (Config.Operators): to
+// anyone else, Account Administrators included, they answer exactly as a
+// page that does not exist.
 // Every POST needs the account's CSRF token (form field csrf_token or
 // header X-CSRF-Token) and must not come from another site. Every response
 // carries a strict Content-Security-Policy, forbids framing and caching.

@@ -46,6 +46,7 @@ type view struct {
 	Selected string    // the account the switcher shows: Account's, or the one an error page is about
 	CSRF     string    // the current account's token
 	Section  string    // "keys", "audit" or "fleet": the current navigation item
+	Operator bool      // the user is an operator: the navigation offers the fleet
 }
 
 // keyRow is a key as the pages show it.
@@ -80,7 +81,7 @@ func (d *Dashboard) row(k store.Key, names map[string]string) keyRow {
 }
 
 func (d *Dashboard) base(s *session, accts []account, acct *account, title, section string) view {
-	v := view{Title: title, User: s.user, Accounts: accts, Account: acct, Section: section}
+	v := view{Title: title, User: s.user, Accounts: accts, Account: acct, Section: section, Operator: d.operators[s.user]}
 	if acct != nil {
 		v.Selected = acct.ID
 		v.CSRF = s.token(acct.ID)
@@ -124,7 +125,8 @@ func defaultAccount(accts []account) *account {
 }
 
 // keysPage lists the account's keys: the account of ?account=, or the
-// user's default account.
+// user's default account. An operator who is a member of no account
+// lands on the fleet.
 func (d *Dashboard) keysPage(w http.ResponseWriter, r *http.Request, s *session) error {
 	ctx := r.Context()
 	accts, err := s.memberships(ctx)
@@ -134,7 +136,10 @@ func (d *Dashboard) keysPage(w http.ResponseWriter, r *http.Request, s *session)
 	id := r.URL.Query().Get("account")
 	if id == "" {
 		def := defaultAccount(accts)
-		if def == nil {
+		switch {
+		case def == nil && d.operators[s.user]:
+			return seeOther(w, "fleet")
+		case def == nil:
 			return fail(http.StatusForbidden, msgNoMember)
 		}
 		id = def.ID
@@ -429,7 +434,7 @@ func (d *Dashboard) writeError(w http.ResponseWriter, r *http.Request, s *sessio
 	}
 	v := errorView{view: view{Title: title}, Status: status, Message: msg}
 	if s != nil && status != http.StatusInternalServerError {
-		v.User = s.user
+		v.User, v.Operator = s.user, d.operators[s.user]
 		v.Accounts, _ = s.memberships(r.Context())
 		v.about(r)
 	}
@@ -504,9 +509,10 @@ type fleetView struct {
 }
 
 // fleetPage lists the instances of the fleet: who is live, following key
-// events, and how far. Any Account Administrator may look.
+// events, and how far. Operators only (see operatorsOnly); the navigation
+// keeps the account the operator administers, if any.
 func (d *Dashboard) fleetPage(w http.ResponseWriter, r *http.Request, s *session) error {
-	acct, accts, err := d.anyAdmin(r, s)
+	accts, err := s.memberships(r.Context())
 	if err != nil {
 		return err
 	}
@@ -514,7 +520,7 @@ func (d *Dashboard) fleetPage(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		return err
 	}
-	v := fleetView{view: d.base(s, accts, acct, "Fleet", "fleet"), Fleet: ins != nil}
+	v := fleetView{view: d.base(s, accts, administered(accts, r.URL.Query().Get("account")), "Fleet", "fleet"), Fleet: ins != nil}
 	for _, in := range ins {
 		v.Instances = append(v.Instances, instanceRow{
 			ID: in.ID, Address: in.Address, ListenerUp: in.ListenerUp, AppliedSeq: in.AppliedSeq,
@@ -526,28 +532,29 @@ func (d *Dashboard) fleetPage(w http.ResponseWriter, r *http.Request, s *session
 	return d.render(w, http.StatusOK, "fleet", v)
 }
 
-// anyAdmin returns the account of ?account= (or the first the user
-// administers) for a page that is not about one account.
-func (d *Dashboard) anyAdmin(r *http.Request, s *session) (*account, []account, error) {
-	accts, err := s.memberships(r.Context())
-	if err != nil {
-		return nil, nil, err
-	}
-	want := r.URL.Query().Get("account")
+// administered returns the account of want if the user administers it,
+// else the first they administer; nil for none.
+func administered(accts []account, want string) *account {
 	var first *account
 	for i := range accts {
 		if accts[i].Role != store.Admin {
 			continue
 		}
 		if accts[i].ID == want {
-			return &accts[i], accts, nil
+			return &accts[i]
 		}
 		if first == nil {
 			first = &accts[i]
 		}
 	}
-	if first == nil {
-		return nil, nil, fail(http.StatusForbidden, msgNotAdmin)
-	}
-	return first, accts, nil
+	return first
+}
+
+// seeOther redirects to a path relative to the page, so that it holds
+// wherever the dashboard is mounted (http.Redirect would resolve it
+// against the path that handle_path stripped).
+func seeOther(w http.ResponseWriter, to string) error {
+	w.Header().Set("Location", to)
+	w.WriteHeader(http.StatusSeeOther)
+	return nil
 }

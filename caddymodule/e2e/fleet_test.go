@@ -43,8 +43,8 @@ type fleet struct {
 	kr         *keys.Keyring
 	account    string
 	nodes      []*node
-	dashboards []string // each node's dashboard, where alice is an Account Administrator
-	password   string
+	dashboards []string // each node's dashboard, where alice is an Account Administrator and olga an operator
+	password   string   // alice's and olga's
 }
 
 // newFleet starts n nodes. dsnFor gives node i's store DSN (through a
@@ -83,7 +83,7 @@ func newFleet(t testing.TB, n int, dsn string, dsnFor func(i int) (storeDSN, lis
 		dash := freeAddr(t)
 		f.dashboards = append(f.dashboards, "http://"+dash)
 		nd := newNode(t, nodeConfig{
-			extra: fmt.Sprintf("\nhttp://%s {\n\tbind 127.0.0.1\n\tbasic_auth {\n\t\talice %s\n\t}\n\tkeygate_admin\n}\n", dash, hash),
+			extra: fmt.Sprintf("\nhttp://%s {\n\tbind 127.0.0.1\n\tbasic_auth {\n\t\talice %s\n\t\tolga %[2]s\n\t}\n\tkeygate_admin {\n\t\toperators olga\n\t}\n}\n", dash, hash),
 			global: "\t\tstore postgres " + strconv.Quote(storeDSN) + " {\n\t\t\tlisten " + strconv.Quote(listenDSN) + "\n\t\t}\n" +
 				// The watchers probe deleted keys from one address without
 				// pause: the limits for keys that fail would throttle them.
@@ -109,47 +109,52 @@ func newFleet(t testing.TB, n int, dsn string, dsnFor func(i int) (storeDSN, lis
 	return f
 }
 
-// dashboardJSON calls node i's dashboard as alice and decodes the answer.
+// dashboardJSON calls node i's dashboard as alice, an Account
+// Administrator, and decodes the answer.
 func (f *fleet) dashboardJSON(i int, method, path, body string, out any) {
 	f.t.Helper()
-	call := func(method, path, body, token string) []byte {
-		var rd io.Reader
-		if body != "" {
-			rd = strings.NewReader(body)
-		}
-		req, _ := http.NewRequest(method, f.dashboards[i]+path, rd)
-		req.SetBasicAuth("alice", f.password)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-CSRF-Token", token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			f.t.Fatalf("%s %s on dashboard %d: %s %s", method, path, i, resp.Status, b)
-		}
-		return b
-	}
-	var accounts struct {
-		Items []struct {
-			ID        string `json:"id"`
-			CSRFToken string `json:"csrf_token"`
-		} `json:"items"`
-	}
 	token := ""
 	if method != "GET" {
-		json.Unmarshal(call("GET", "/api/accounts", "", ""), &accounts)
+		var accounts struct {
+			Items []struct {
+				ID        string `json:"id"`
+				CSRFToken string `json:"csrf_token"`
+			} `json:"items"`
+		}
+		json.Unmarshal([]byte(f.dashboard(i, "alice", "GET", "/api/accounts", "", "").body), &accounts)
 		for _, a := range accounts.Items {
 			if a.ID == f.account {
 				token = a.CSRFToken
 			}
 		}
 	}
-	if err := json.Unmarshal(call(method, path, body, token), out); err != nil {
+	r := f.dashboard(i, "alice", method, path, body, token)
+	if r.status != http.StatusOK {
+		f.t.Fatalf("%s %s on dashboard %d: %d %s", method, path, i, r.status, r.body)
+	}
+	if err := json.Unmarshal([]byte(r.body), out); err != nil {
 		f.t.Fatal(err)
 	}
+}
+
+// dashboard sends one request to node i's dashboard as user.
+func (f *fleet) dashboard(i int, user, method, path, body, token string) response {
+	f.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, f.dashboards[i]+path, rd)
+	req.SetBasicAuth(user, f.password)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-CSRF-Token", token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
 }
 
 func sameDSN(dsn string) func(int) (string, string) {
@@ -348,16 +353,35 @@ func TestFleetRevocation(t *testing.T) {
 	})
 	t.Logf("deleted key refused by all 3 nodes %v after its commit", time.Since(committed))
 
-	// The fleet panel lists the three, following.
+	// The fleet panel lists the three, following, to an operator who is
+	// a member of no account. An Account Administrator is a customer: the
+	// panel does not exist for her, and her pages have no link to it.
 	var panel struct {
 		Fleet bool `json:"fleet"`
 		Items []struct {
 			ListenerUp bool `json:"listener_up"`
 		} `json:"items"`
 	}
-	f.dashboardJSON(2, "GET", "/api/fleet", "", &panel)
+	r := f.dashboard(2, "olga", "GET", "/api/fleet", "", "")
+	if err := json.Unmarshal([]byte(r.body), &panel); r.status != http.StatusOK || err != nil {
+		t.Fatalf("the operator's fleet panel: %d %s", r.status, r.body)
+	}
 	if !panel.Fleet || len(panel.Items) != 3 || !panel.Items[0].ListenerUp {
 		t.Fatalf("the fleet panel: %+v", panel)
+	}
+	r = f.dashboard(2, "olga", "GET", "/fleet", "", "")
+	if r.status != http.StatusOK || strings.Count(r.body, ">following<") != 3 {
+		t.Fatalf("the operator's fleet page: %d %s", r.status, r.body)
+	}
+	// For her the panel answers exactly as a page that does not exist.
+	for path, missing := range map[string]string{"/fleet": "/no-such-page", "/api/fleet": "/api/no-such-page"} {
+		r, want := f.dashboard(2, "alice", "GET", path, "", ""), f.dashboard(2, "alice", "GET", missing, "", "")
+		if r.status != http.StatusNotFound || r.body != want.body {
+			t.Fatalf("an Account Administrator asked for %s: %d %s\nwant, as for %s: %d %s", path, r.status, r.body, missing, want.status, want.body)
+		}
+	}
+	if r := f.dashboard(2, "alice", "GET", "/", "", ""); r.status != http.StatusOK || strings.Contains(r.body, `href="fleet`) {
+		t.Fatalf("alice's key list links to the fleet: %d %s", r.status, r.body)
 	}
 
 	// A key every node has cached as unknown works everywhere once created.

@@ -104,7 +104,8 @@ func (s *Store) ListKeys(ctx context.Context, accountID string) ([]store.Key, er
 }
 
 // DeleteKey deletes the key's row, sealed copy and all, and writes ev in
-// the same transaction.
+// the same transaction; then it erases the row's old versions from the
+// WAL.
 func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store.AuditEvent) (store.Key, error) {
 	const doing = "deleting key"
 	if err := checkEvent(ev, store.ActionDelete); err != nil {
@@ -128,7 +129,22 @@ func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store
 	if err != nil {
 		return store.Key{}, wrap(doing, "key", err)
 	}
+	// The key is deleted whatever the erase does: an error here would
+	// keep the caller from forgetting the key.
+	s.erase(ctx)
 	return k, nil
+}
+
+// erase moves every page of the WAL into the database file and empties
+// the WAL. secure_delete zeroes a deleted row in the page's new version,
+// but the older versions, which hold the row, stay in the WAL's frames
+// until a checkpoint copies the new one over the database's page and the
+// WAL is truncated. TRUNCATE waits (up to the busy timeout) for readers
+// of older snapshots; if one outlasts it, the frames stay until the next
+// deletion, or until the last connection closes, which checkpoints too.
+func (s *Store) erase(ctx context.Context) {
+	var busy, logFrames, done int
+	s.db.QueryRowContext(ctx, `pragma wal_checkpoint(truncate)`).Scan(&busy, &logFrames, &done)
 }
 
 // TouchKeys raises last_used_at to the given times, in one transaction.

@@ -1,7 +1,9 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
@@ -295,4 +297,62 @@ func TestTxLocksUpFront(t *testing.T) {
 	if _, err := s2.CreateAccount(ctx, "B"); err != nil {
 		t.Errorf("CreateAccount once the transaction ended: %v", err)
 	}
+}
+
+// TestDeleteKeyErases: after DeleteKey, no file of the database holds the
+// key's sealed copy or digest, neither in the database's free space nor
+// in older page versions in the WAL, though both were there before.
+func TestDeleteKeyErases(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "keygate.db")
+	s := openMigrated(t, path)
+	var secure int
+	if err := s.db.QueryRowContext(ctx, `pragma secure_delete`).Scan(&secure); err != nil || secure != 1 {
+		t.Fatalf("secure_delete = %d, %v; want 1", secure, err)
+	}
+	a, err := s.CreateAccount(ctx, "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := store.Key{ID: "key_erased", AccountID: a.ID, Name: "erased", Type: store.Standard, Display: "kg_abcde", CreatedBy: "u",
+		Sealed: []byte(rand.Text() + rand.Text())}
+	copy(k.Digest[:], rand.Text()+rand.Text())
+	if _, err := s.CreateKey(ctx, k, store.AuditEvent{Actor: "u", Action: store.ActionCreate}); err != nil {
+		t.Fatal(err)
+	}
+	// SQLite's automatic checkpoint copies pages into the database and
+	// leaves their frames in the WAL: both files hold the key.
+	if _, err := s.db.ExecContext(ctx, `pragma wal_checkpoint(passive)`); err != nil {
+		t.Fatal(err)
+	}
+	files := []string{path, path + "-wal", path + "-shm"}
+	if got := holding(t, files, k.Sealed, k.Digest[:]); len(got) != 2 {
+		t.Fatalf("before DeleteKey the key is in %v; want keygate.db and keygate.db-wal", got)
+	}
+	if _, err := s.DeleteKey(ctx, a.ID, k.ID, store.AuditEvent{Actor: "u", Action: store.ActionDelete}); err != nil {
+		t.Fatal(err)
+	}
+	if got := holding(t, files, k.Sealed, k.Digest[:]); len(got) != 0 {
+		t.Fatalf("after DeleteKey the key is still in %v", got)
+	}
+}
+
+// holding names the files that hold any of the traces.
+func holding(t *testing.T, files []string, traces ...[]byte) []string {
+	t.Helper()
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		for _, tr := range traces {
+			if bytes.Contains(b, tr) {
+				out = append(out, filepath.Base(f))
+				break
+			}
+		}
+	}
+	return out
 }
