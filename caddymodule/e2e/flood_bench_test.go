@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/caddymodule/internal/pgtest"
+	"github.com/keygate/keygate/caddymodule/keys"
+)
+
+// BenchmarkFlood measures what a flood of 100 000 distinct, well-formed
+// keys that do not exist costs a client with a valid key, on the Postgres
+// store with the default limits: that client's p99 with and without the
+// flood and its errors, the store lookups the flood caused against the
+// unknown_key_lookups budget, and keygate's RSS growth. The flood comes
+// once from one address (throttled by client_refusals) and once spread
+// over many addresses (bounded by unknown_key_lookups). Run it once:
+//
+//	go test -run '^$' -bench Flood -benchtime 1x ./caddymodule/e2e
+func BenchmarkFlood(b *testing.B) {
+	const floodKeys, floodWorkers = 100_000, 8
+	dsn := pgtest.DSN(b)
+	n := newNode(b, nodeConfig{
+		options:  "\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}\n",
+		global:   "\t\tstore postgres " + strconv.Quote(dsn) + "\n\t\tsecret {env.KEYGATE_SECRET}",
+		upstream: newUpstream(b).addr(),
+	})
+	n.cli("migrate")
+	valid := n.key(n.account("acme"), "valid", "")
+	n.start()
+	n.waitFollowing()
+	unknown := make([]string, floodKeys)
+	for i := range unknown {
+		k, err := keys.New()
+		if err != nil {
+			b.Fatal(err)
+		}
+		unknown[i] = bearer(k.Secret())
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * floodWorkers}, Timeout: 10 * time.Second}
+	send := func(auth, from string) int {
+		req, _ := http.NewRequest("GET", "http://"+n.addr+"/api/servers", nil)
+		req.Header.Set("Authorization", auth)
+		req.Header.Set("X-Forwarded-For", from)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// measure sends the valid key until stop closes, and returns its p99
+	// and how many answers were not 200.
+	measure := func(stop <-chan struct{}) (time.Duration, int) {
+		var lat []time.Duration
+		errs := 0
+		for {
+			select {
+			case <-stop:
+				sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+				return lat[len(lat)*99/100], errs
+			default:
+			}
+			start := time.Now()
+			if send(bearer(valid), "198.51.100.7") != http.StatusOK {
+				errs++
+			}
+			lat = append(lat, time.Since(start))
+		}
+	}
+	baseline := func() time.Duration {
+		stop := make(chan struct{})
+		time.AfterFunc(5*time.Second, func() { close(stop) })
+		p99, errs := measure(stop)
+		if errs > 0 {
+			b.Fatalf("the valid key failed %d times without a flood", errs)
+		}
+		return p99
+	}
+	flood := func(name string, from func(i int) string) {
+		base := baseline()
+		before, rss0 := storeLookups(b, n), rss(b, n)
+		var next atomic.Int64
+		var statuses sync.Map
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range floodWorkers {
+			wg.Go(func() {
+				for i := int(next.Add(1)) - 1; i < floodKeys; i = int(next.Add(1)) - 1 {
+					s := send(unknown[i], from(i))
+					c, _ := statuses.LoadOrStore(s, new(atomic.Int64))
+					c.(*atomic.Int64).Add(1)
+				}
+			})
+		}
+		var p99 time.Duration
+		var errs int
+		done := make(chan struct{})
+		go func() { p99, errs = measure(stop); close(done) }()
+		wg.Wait()
+		elapsed := time.Since(start)
+		close(stop)
+		<-done
+		lookups, growth := storeLookups(b, n)-before, rss(b, n)-rss0
+		got := map[int]int64{}
+		statuses.Range(func(k, v any) bool { got[k.(int)] = v.(*atomic.Int64).Load(); return true })
+		budget := DefaultUnknownKeyLookupsBurst + int(float64(DefaultUnknownKeyLookupsBurst)*elapsed.Seconds())
+		b.Logf("%s: %d unknown keys in %v (%.0f/s), answers %v; valid client: p99 %v with the flood, %v without (%.2fx), %d errors; store lookups %d (budget %d); RSS %+.1f MB",
+			name, floodKeys, elapsed.Round(time.Millisecond), floodKeys/elapsed.Seconds(), got, p99, base, float64(p99)/float64(base), errs, lookups, budget, float64(growth)/(1<<20))
+		b.ReportMetric(float64(p99)/float64(base), name+"-p99-ratio")
+		b.ReportMetric(float64(errs), name+"-valid-errors")
+		b.ReportMetric(float64(lookups), name+"-store-lookups")
+		b.ReportMetric(float64(growth)/(1<<20), name+"-rss-growth-MB")
+	}
+	for b.Loop() {
+		flood("one-client", func(int) string { return "203.0.113.9" })
+		flood("many-clients", func(i int) string { return fmt.Sprintf("2001:db8::%x", i) })
+	}
+}
+
+// DefaultUnknownKeyLookupsBurst mirrors the app's default budget: the
+// benchmark runs with the defaults.
+const DefaultUnknownKeyLookupsBurst = 200
+
+var vmRSS = regexp.MustCompile(`(?m)^VmRSS:\s+(\d+) kB`)
+
+// rss is the node process's resident set size in bytes.
+func rss(t testing.TB, n *node) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := vmRSS.FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no VmRSS")
+	}
+	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return kb << 10
+}
