@@ -118,7 +118,7 @@ func TestMessageServer(t *testing.T) {
 	if s, err := scope.MessageServer([]byte(`{"id":"m","server":"s1"}`)); err != nil || s != "s1" {
 		t.Fatalf("= %q %v", s, err)
 	}
-	for _, bad := range []string{``, `{}`, `{"server":""}`, `[1]`, `{"server":1}`} {
+	for _, bad := range []string{``, `{}`, `{"server":""}`, `[1]`, `{"server":1}`, `{"server":"s1","server":"s2"}`, `{"server":"s1","Server":"s2"}`} {
 		if _, err := scope.MessageServer([]byte(bad)); err == nil {
 			t.Errorf("MessageServer(%q) succeeded", bad)
 		}
