@@ -148,4 +148,3 @@ func (r *repeat) Read(p []byte) (int, error) {
 	r.n -= n
 	return n, nil
 }
-
