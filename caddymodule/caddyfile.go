@@ -137,6 +137,7 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		retry_after   <duration>
 //		route         <method> <path> deny|allow|own_server|own_object
 //		inspect_limit <size>
+//		inspect_memory <size>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -189,8 +190,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("inspect_limit must be a size between 1B and 1GiB such as 8MiB, not %q", v)
 			}
 			h.InspectLimit = int(n)
+		case "inspect_memory":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.Errf("inspect_memory takes a size, for example: inspect_memory 64MiB")
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n < 64<<10 || n > 1<<40 {
+				return d.Errf("inspect_memory must be a size between 64KiB and 1TiB such as 64MiB, not %q", v)
+			}
+			h.InspectMemory = int64(n)
 		default:
-			return caddyconf.UnknownOption(d, "keygate directive", "header", "realm", "retry_after", "route", "inspect_limit")
+			return caddyconf.UnknownOption(d, "keygate directive", "header", "realm", "retry_after", "route", "inspect_limit", "inspect_memory")
 		}
 	}
 	return nil

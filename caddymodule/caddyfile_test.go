@@ -47,7 +47,9 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"keygate {\n\troute GET /x/{nope} allow\n}", "unknown parameter {nope}"},
 		{"keygate {\n\troute GET /x own_object\n}", "own_object needs"},
 		{"keygate {\n\tinspect_limit lots\n}", "inspect_limit must be a size"},
-		{"keygate {\n\tfoo\n}", `unknown keygate directive "foo" (options: header, realm, retry_after, route, inspect_limit)`},
+		{"keygate {\n\tfoo\n}", `unknown keygate directive "foo" (options: header, realm, retry_after, route, inspect_limit, inspect_memory)`},
+		{"keygate {\n\tinspect_memory 1KiB\n}", "inspect_memory must be a size between 64KiB"},
+		{"keygate {\n\tinspect_memroy 1MiB\n}", "did you mean inspect_memory?"},
 	}
 	for _, c := range cases {
 		err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.input))

@@ -72,9 +72,19 @@ type Handler struct {
 	// untouched. Default: 8 MiB.
 	InspectLimit int `json:"inspect_limit,omitempty"`
 
+	// InspectMemory bounds the memory, in bytes, that reading responses
+	// takes across all of this handler's requests. Responses are read as
+	// they stream by, keeping only the fields keygate learns from, and a
+	// held message past 64 KiB waits in an unlinked temporary file; each
+	// reading is charged about 64 KiB (192 KiB when held). A request that
+	// finds the budget spent waits up to store_timeout, then gets 503 with
+	// Retry-After. Default: 64 MiB.
+	InspectMemory int64 `json:"inspect_memory,omitempty"`
+
 	app          *App
 	policy       *scope.Policy
 	inspectLimit int
+	budget       *inspectBudget
 	logger       *zap.Logger
 	fields       [4]identityHeader
 	challenge    []string
@@ -208,11 +218,19 @@ func (h *Handler) setup() error {
 	if h.inspectLimit == 0 {
 		h.inspectLimit = DefaultInspectLimit
 	}
+	mem := h.InspectMemory
+	if mem == 0 {
+		mem = DefaultInspectMemory
+	}
+	h.budget = newInspectBudget(mem)
 	return nil
 }
 
-// DefaultInspectLimit is the default of InspectLimit.
-const DefaultInspectLimit = 8 << 20
+// Defaults of InspectLimit and InspectMemory.
+const (
+	DefaultInspectLimit  = 8 << 20
+	DefaultInspectMemory = 64 << 20
+)
 
 // Validate checks the header names and the realm.
 func (h *Handler) Validate() error {
@@ -241,6 +259,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.InspectLimit < 0 {
 		return fmt.Errorf("keygate: inspect_limit must be positive")
+	}
+	if h.InspectMemory < 0 {
+		return fmt.Errorf("keygate: inspect_memory must be positive")
 	}
 	return nil
 }

@@ -1,33 +1,51 @@
 package caddymodule
 
 import (
-	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
+
+	"github.com/keygate/keygate/caddymodule/scope"
 )
 
 // capture stands in for the client's ResponseWriter on the routes whose
 // responses keygate reads. Holding, it keeps the whole response (headers
 // included) until the handler has checked it; teeing, it passes everything
-// on at once and keeps a copy of a 200 body, up to limit bytes, to learn
-// from. Everything else streams untouched: keygate wraps only the routes of
-// the table that teach or need checking.
+// on at once. Either way a 200 body, up to limit bytes, is read as it goes
+// by (scope.ReadFacts, on a goroutine fed through a pipe) for the few
+// fields keygate learns from: no body is parsed whole, and a held body
+// past a small size waits in an unlinked temporary file, not in memory.
+// Everything else streams untouched: keygate wraps only the routes of the
+// table that teach or need checking.
 type capture struct {
 	w      http.ResponseWriter // the client's; nil for a look-up of keygate's own
 	hold   bool
-	limit  int
+	limit  int64
 	header http.Header
 	status int
-	buf    bytes.Buffer
-	over   bool // the body passed the limit: it cannot be read
+	n      int64 // body bytes written
+	over   bool  // the body passed the limit: it cannot be read
+
+	held heldBody    // holding for a client: the body to release
+	read *bodyReader // the 200 body's facts, once it starts
 }
 
+// Memory one inspection may take, charged to the handler's budget:
+// ReadFacts's buffer and a gzip reader's window and tables, and for a
+// held body the part kept in memory (append may double it).
+const (
+	inspectCost  = 64 << 10
+	heldInMemory = 64 << 10
+	holdCost     = inspectCost + 2*heldInMemory
+)
+
 func newCapture(w http.ResponseWriter, hold bool, limit int) *capture {
-	c := &capture{w: w, hold: hold || w == nil, limit: limit}
+	c := &capture{w: w, hold: hold || w == nil, limit: int64(limit)}
 	if c.hold {
 		c.header = http.Header{}
 	} else {
@@ -59,17 +77,36 @@ func (c *capture) Write(p []byte) (int, error) {
 		c.WriteHeader(http.StatusOK)
 	}
 	if c.status == http.StatusOK || c.hold {
-		if c.buf.Len()+len(p) > c.limit {
-			c.over = true
-			c.buf.Reset()
-		} else if !c.over {
-			c.buf.Write(p)
-		}
+		c.inspect(p)
 	}
 	if c.hold {
 		return len(p), nil
 	}
 	return c.w.Write(p)
+}
+
+// inspect keeps (holding) and reads (a 200) a part of the body.
+func (c *capture) inspect(p []byte) {
+	if c.over {
+		return
+	}
+	if c.n += int64(len(p)); c.n > c.limit {
+		c.over = true
+		c.held.close()
+		if c.read != nil {
+			c.read.stop()
+		}
+		return
+	}
+	if c.hold && c.w != nil {
+		c.held.write(p)
+	}
+	if c.status == http.StatusOK {
+		if c.read == nil {
+			c.read = readBody(c.header.Get("Content-Encoding"), c.limit)
+		}
+		c.read.feed(p)
+	}
 }
 
 // ReadFrom keeps io.Copy from going around Write.
@@ -97,37 +134,33 @@ func (c *capture) Unwrap() http.ResponseWriter {
 	return c.w
 }
 
-// body returns the 200 body, decoded, if it can be read within the limit.
-func (c *capture) body() ([]byte, error) {
+// facts returns what the 200 body says, if it could be read within the
+// limit. Call it once the body is complete.
+func (c *capture) facts() (scope.Facts, error) {
 	if c.over {
-		return nil, fmt.Errorf("response larger than the %d-byte inspect limit", c.limit)
+		return scope.Facts{}, fmt.Errorf("response larger than the %d-byte inspect limit", c.limit)
 	}
-	switch enc := strings.ToLower(strings.TrimSpace(c.header.Get("Content-Encoding"))); enc {
-	case "", "identity":
-		return c.buf.Bytes(), nil
-	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(bytes.NewReader(c.buf.Bytes()))
-		if err != nil {
-			return nil, fmt.Errorf("reading gzip response: %w", err)
-		}
-		// Bound the decoded size too: a small gzip body can expand a lot.
-		b, err := io.ReadAll(io.LimitReader(zr, int64(c.limit)+1))
-		if err != nil {
-			return nil, fmt.Errorf("reading gzip response: %w", err)
-		}
-		if len(b) > c.limit {
-			return nil, fmt.Errorf("decoded response larger than the %d-byte inspect limit", c.limit)
-		}
-		return b, nil
-	default:
-		return nil, fmt.Errorf("response in an encoding keygate does not read (%s)", enc)
+	if c.read == nil {
+		c.read = readBody(c.header.Get("Content-Encoding"), c.limit)
 	}
+	return c.read.result()
+}
+
+// close ends the reading and drops the held body; the handler defers it.
+func (c *capture) close() {
+	if c.read != nil {
+		c.read.stop()
+	}
+	c.held.close()
 }
 
 // release sends a held response to the client as the upstream gave it.
 func (c *capture) release(w http.ResponseWriter) error {
 	if c.over {
 		return errors.New("held response was over the limit")
+	}
+	if c.held.err != nil {
+		return fmt.Errorf("holding the response: %w", c.held.err)
 	}
 	h := w.Header()
 	for k, v := range c.header {
@@ -137,8 +170,165 @@ func (c *capture) release(w http.ResponseWriter) error {
 		c.status = http.StatusOK
 	}
 	w.WriteHeader(c.status)
-	_, err := w.Write(c.buf.Bytes())
+	return c.held.writeTo(w)
+}
+
+// heldBody keeps a held body: its first heldInMemory bytes in memory, the
+// rest in a temporary file that is unlinked at once, so that it goes when
+// keygate does.
+type heldBody struct {
+	mem  []byte
+	file *os.File
+	err  error
+}
+
+func (b *heldBody) write(p []byte) {
+	if b.err != nil {
+		return
+	}
+	if b.file == nil && len(b.mem)+len(p) <= heldInMemory {
+		b.mem = append(b.mem, p...)
+		return
+	}
+	if b.file == nil {
+		f, err := os.CreateTemp("", "keygate-held-*")
+		if err != nil {
+			b.err = err
+			return
+		}
+		os.Remove(f.Name()) // on systems that cannot, close() does
+		b.file = f
+	}
+	_, b.err = b.file.Write(p)
+}
+
+func (b *heldBody) writeTo(w io.Writer) error {
+	if _, err := w.Write(b.mem); err != nil || b.file == nil {
+		return err
+	}
+	if _, err := b.file.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	_, err := io.CopyBuffer(struct{ io.Writer }{w}, b.file, *buf)
 	return err
+}
+
+func (b *heldBody) close() {
+	if b.file != nil {
+		b.file.Close()
+		os.Remove(b.file.Name())
+		b.file = nil
+	}
+	b.mem = nil
+	if b.err == nil {
+		b.err = errors.New("held body dropped")
+	}
+}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// bodyReader reads a body with scope.ReadFacts as it is written, decoding
+// gzip on the way, without keeping it.
+type bodyReader struct {
+	pw      *io.PipeWriter
+	done    chan struct{}
+	stopped bool // the reader is done with the body, or was stopped
+	facts   scope.Facts
+	err     error
+}
+
+var errStopped = errors.New("reading stopped")
+
+func readBody(encoding string, limit int64) *bodyReader {
+	b := &bodyReader{done: make(chan struct{})}
+	var decode func(io.Reader) (io.Reader, error)
+	switch enc := strings.ToLower(strings.TrimSpace(encoding)); enc {
+	case "", "identity":
+		decode = func(r io.Reader) (io.Reader, error) { return r, nil }
+	case "gzip", "x-gzip":
+		decode = func(r io.Reader) (io.Reader, error) {
+			zr, err := gzip.NewReader(r)
+			if err != nil {
+				return nil, fmt.Errorf("reading gzip response: %w", err)
+			}
+			// Bound the decoded size too: a small gzip body can expand a lot.
+			return &boundedReader{r: zr, left: limit}, nil
+		}
+	default:
+		b.err, b.stopped = fmt.Errorf("response in an encoding keygate does not read (%s)", enc), true
+		close(b.done)
+		return b
+	}
+	r, w := io.Pipe()
+	b.pw = w
+	go func() {
+		defer close(b.done)
+		src, err := decode(r)
+		if err == nil {
+			b.facts, err = scope.ReadFacts(src)
+		}
+		b.err = err
+		// Whatever is left is not read: writes fail fast from now on.
+		r.CloseWithError(errStopped)
+	}()
+	return b
+}
+
+func (b *bodyReader) feed(p []byte) {
+	if b.stopped {
+		return
+	}
+	if _, err := b.pw.Write(p); err != nil {
+		b.stopped = true
+	}
+}
+
+// result waits for the reader to see the end of the body.
+func (b *bodyReader) result() (scope.Facts, error) {
+	if b.pw != nil {
+		b.pw.Close()
+	}
+	<-b.done
+	return b.facts, b.err
+}
+
+// stop ends the reading early (the body was too large, or the request is
+// over) and waits for the reader to go.
+func (b *bodyReader) stop() {
+	if b.pw != nil {
+		b.pw.CloseWithError(errStopped)
+	}
+	b.stopped = true
+	<-b.done
+	if b.err == nil {
+		b.err = errStopped
+	}
+}
+
+// boundedReader fails, rather than ending, past its limit.
+type boundedReader struct {
+	r    io.Reader
+	left int64
+}
+
+var errDecodedTooLarge = errors.New("decoded response larger than the inspect limit")
+
+func (l *boundedReader) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		var one [1]byte
+		if n, err := l.r.Read(one[:]); n == 0 && err == io.EOF {
+			return 0, io.EOF
+		}
+		return 0, errDecodedTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 // narrowAcceptEncoding keeps only the encodings keygate can read on a

@@ -33,6 +33,10 @@ var (
 		Help:    "Time taken by key lookups in the store, by result.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"result"})
+	inspectMemoryInUse = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "keygate", Name: "inspect_memory_bytes",
+		Help: "Memory charged to the inspect_memory budgets by the responses being read.",
+	})
 )
 
 // outcome is the handler's final answer to a request, the decisions
@@ -48,10 +52,11 @@ const (
 	outNotFound                    // an object of another server, or never seen
 	outBadRequest                  // a request that could be read two ways
 	outBadGateway                  // a response that had to be checked and could not be
+	outBusy                        // the inspect_memory budget stayed spent: 503
 	numOutcomes
 )
 
-var outcomeNames = [numOutcomes]string{"allowed", "unauthorized", "unavailable", "throttled", "forbidden", "not_found", "bad_request", "bad_gateway"}
+var outcomeNames = [numOutcomes]string{"allowed", "unauthorized", "unavailable", "throttled", "forbidden", "not_found", "bad_request", "bad_gateway", "inspect_busy"}
 
 // Resolved children, so the request path does no label hashing.
 var (
@@ -95,7 +100,7 @@ func newReadyGauge(ready func() bool) prometheus.Collector {
 
 // registerMetrics adds the collectors to reg, which may already hold them.
 func registerMetrics(reg prometheus.Registerer, cs ...prometheus.Collector) error {
-	for _, c := range append([]prometheus.Collector{decisions, cacheLookups, storeLookups, revocationLag}, cs...) {
+	for _, c := range append([]prometheus.Collector{decisions, cacheLookups, storeLookups, revocationLag, inspectMemoryInUse}, cs...) {
 		var are prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &are) {
 			return err

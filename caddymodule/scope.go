@@ -79,7 +79,18 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 			r.Header.Del(k)
 		}
 	}
+	cost := int64(inspectCost)
+	if hold {
+		cost = holdCost
+	}
+	give, ok := h.budget.take(r.Context(), cost, time.Duration(h.app.StoreTimeout))
+	if !ok {
+		decisionCounters[outBusy].Inc()
+		return h.busy(w)
+	}
+	defer give()
 	c := newCapture(w, hold, h.inspectLimit)
+	defer c.close()
 	if err := next.ServeHTTP(c, r); err != nil {
 		if hold {
 			decisionCounters[outBadGateway].Inc()
@@ -112,11 +123,11 @@ func (h *Handler) enforceScope(w http.ResponseWriter, r *http.Request, next cadd
 		server, _, _ = rt.objects.ServerOf(ctx, id.AccountID, scope.Message, m.Object, h.messageLookup(r, next))
 		cancel()
 	}
-	body, err := c.body()
+	facts, err := c.facts()
 	named := ""
 	if err == nil {
 		lctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.app.StoreTimeout))
-		named, err = rt.objects.Learn(lctx, id.AccountID, m.Route, server, body)
+		named, err = rt.objects.Learn(lctx, id.AccountID, m.Route, server, facts)
 		cancel()
 	}
 	if !hold {
@@ -179,7 +190,13 @@ func (h *Handler) messageLookup(r *http.Request, next caddyhttp.Handler) scope.M
 		lr.Header.Set(h.fields[fieldKeyType].name, string(store.Standard))
 		lr.Header.Del(h.fields[fieldServer].name)
 
+		give, ok := h.budget.take(ctx, inspectCost, time.Duration(h.app.StoreTimeout))
+		if !ok {
+			return "", false, errInspectBusy
+		}
+		defer give()
 		c := newCapture(nil, true, h.inspectLimit)
+		defer c.close()
 		if err := next.ServeHTTP(c, lr); err != nil {
 			return "", false, err
 		}
@@ -190,15 +207,14 @@ func (h *Handler) messageLookup(r *http.Request, next caddyhttp.Handler) scope.M
 		default:
 			return "", false, errors.New("upstream answered the message look-up with " + http.StatusText(c.status))
 		}
-		body, err := c.body()
+		f, err := c.facts()
 		if err != nil {
 			return "", false, err
 		}
-		s, err := scope.MessageServer(body)
-		if err != nil {
-			return "", false, err
+		if f.Server == "" {
+			return "", false, errors.New("reading message: no server field")
 		}
-		return s, true, nil
+		return f.Server, true, nil
 	}
 }
 
@@ -207,6 +223,10 @@ func (h *Handler) messageLookup(r *http.Request, next caddyhttp.Handler) scope.M
 // when the store did not answer for an attachment or preview (logged by
 // the runtime's reporter, at most once a minute).
 func (h *Handler) lookupFailed(w http.ResponseWriter, r *http.Request, rt *runtime, kind scope.Kind, err error) error {
+	if errors.Is(err, errInspectBusy) {
+		decisionCounters[outBusy].Inc()
+		return h.busy(w)
+	}
 	if kind == scope.Message {
 		h.logger.Error("object's server could not be learned", zap.Stringer("kind", kind), zap.Error(err), zap.String("remote_ip", r.RemoteAddr))
 		decisionCounters[outBadGateway].Inc()
@@ -216,6 +236,17 @@ func (h *Handler) lookupFailed(w http.ResponseWriter, r *http.Request, rt *runti
 	decisionCounters[outUnavailable].Inc()
 	w.Header()["Retry-After"] = h.retryAfter
 	return writeError(w, http.StatusServiceUnavailable, unavailableObjectBody)
+}
+
+// errInspectBusy is a message look-up's when the inspect_memory budget
+// stayed spent.
+var errInspectBusy = errors.New("inspect_memory budget spent")
+
+// busy answers 503 to a request whose response keygate would have to read
+// while the inspect_memory budget is spent by others.
+func (h *Handler) busy(w http.ResponseWriter) error {
+	w.Header()["Retry-After"] = h.retryAfter
+	return writeError(w, http.StatusServiceUnavailable, busyBody)
 }
 
 // refuse answers with the inbox API's error for the outcome. why is told
@@ -240,5 +271,6 @@ const (
 	forbiddenBody         = `{"type":"PermissionError","status":403,"errors":[{"field":"","detail":[{"description":"Insufficient permission to perform that task.","code":"forbidden"}]}]}` + "\n"
 	notFoundBody          = `{"type":"NotFoundError","status":404,"errors":[{"field":"","detail":[{"description":"Not found, check input parameters.","code":"not_found"}]}]}` + "\n"
 	badGatewayBody        = `{"type":"BadGateway","status":502,"errors":[{"field":"","detail":[{"description":"The inbox API's answer could not be checked for this key.","code":"unchecked_response"}]}]}` + "\n"
+	busyBody              = `{"type":"ServiceUnavailable","status":503,"errors":[{"field":"","detail":[{"description":"Too many large responses are being checked right now. Retry shortly.","code":"inspect_busy"}]}]}` + "\n"
 	unavailableObjectBody = `{"type":"ServiceUnavailable","status":503,"errors":[{"field":"","detail":[{"description":"The object's inbox could not be checked right now. Retry shortly.","code":"object_store_unavailable"}]}]}` + "\n"
 )

@@ -27,7 +27,7 @@ const (
 // each kind. The simulator's state is replaced for every case; HEAD reaches
 // it as GET.
 type scopeWorld struct {
-	t        *testing.T
+	t        testing.TB
 	n        *node
 	up       atomic.Pointer[sim.Server]
 	acctA    string
@@ -38,7 +38,11 @@ type scopeWorld struct {
 	foreign  string // account B, standard
 }
 
-func newScopeWorld(t *testing.T) *scopeWorld {
+func newScopeWorld(t *testing.T) *scopeWorld { return newScopeWorldSite(t, "") }
+
+// newScopeWorldSite is newScopeWorld with the guarded site's Caddyfile
+// body (empty: a plain keygate directive).
+func newScopeWorldSite(t testing.TB, site string) *scopeWorld {
 	w := &scopeWorld{t: t}
 	upstream := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodHead {
@@ -53,6 +57,7 @@ func newScopeWorld(t *testing.T) *scopeWorld {
 	w.n = newNode(t, nodeConfig{
 		global:   "\t\tstore postgres " + strconv.Quote(pgtest.DSN(t)) + "\n\t\tsecret {env.KEYGATE_SECRET}",
 		upstream: strings.TrimPrefix(upstream.URL, "http://"),
+		site:     site,
 	})
 	w.acctA = w.n.account("acme")
 	w.acctB = w.n.account("bravo")

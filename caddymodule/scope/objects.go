@@ -1,8 +1,8 @@
 package scope
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -69,7 +69,7 @@ func (o *Objects) ServerOf(ctx context.Context, account string, kind Kind, id st
 		}
 		s, found, err := lookup(ctx, id)
 		if err != nil {
-			return "", false, fmt.Errorf("%w: looking up message upstream: %v", ErrLookup, err)
+			return "", false, fmt.Errorf("%w: looking up message upstream: %w", ErrLookup, err)
 		}
 		if found {
 			o.messages.Add(objectKey{account, Message, id}, s)
@@ -93,63 +93,40 @@ func (o *Objects) KnownMessage(account, id string) (string, bool) {
 	return o.messages.Get(objectKey{account, Message, id})
 }
 
-// message is what keygate reads of the inbox API's JSON: a message, or a
-// list of previews.
-type message struct {
-	ID     string `json:"id"`
-	Server string `json:"server"`
-	// An array of attachments in a message, a count in a summary.
-	Attachments json.RawMessage `json:"attachments"`
-	Items       []struct {
-		ID string `json:"id"`
-	} `json:"items"`
-}
-
 // MessageServer returns the server field of a message body.
 func MessageServer(body []byte) (string, error) {
-	var m message
-	if err := json.Unmarshal(body, &m); err != nil {
+	f, err := ReadFacts(bytes.NewReader(body))
+	if err != nil {
 		return "", fmt.Errorf("reading message: %w", err)
 	}
-	if m.Server == "" {
+	if f.Server == "" {
 		return "", errors.New("reading message: no server field")
 	}
-	return m.Server, nil
+	return f.Server, nil
 }
 
-// Learn records what a successful response of the route reveals, and
-// returns the server a message response names (so that a response to be
-// checked is read once). server is the server the request was known to
-// address, needed where the response does not say it (previews).
-func (o *Objects) Learn(ctx context.Context, account string, r *Route, server string, body []byte) (string, error) {
-	var m message
-	if err := json.Unmarshal(body, &m); err != nil {
-		return "", fmt.Errorf("reading %s response: %w", r.ID, err)
-	}
+// Learn records what a successful response of the route reveals (f, read
+// by ReadFacts), and returns the server a message response names (so that
+// a response to be checked is read once). server is the server the
+// request was known to address, needed where the response does not say
+// it (previews).
+func (o *Objects) Learn(ctx context.Context, account string, r *Route, server string, f Facts) (string, error) {
 	var objs []store.Object
 	switch r.Teaches {
 	case TeachesMessage:
-		if m.ID == "" || m.Server == "" {
+		if f.ID == "" || f.Server == "" {
 			return "", fmt.Errorf("reading %s response: no message id or server", r.ID)
 		}
-		o.messages.Add(objectKey{account, Message, m.ID}, m.Server)
-		if len(m.Attachments) > 0 && m.Attachments[0] == '[' {
-			var atts []struct {
-				ID string `json:"id"`
-			}
-			if err := json.Unmarshal(m.Attachments, &atts); err != nil {
-				return "", fmt.Errorf("reading %s attachments: %w", r.ID, err)
-			}
-			for _, a := range atts {
-				objs = o.stale(objs, account, Attachment, a.ID, m.Server)
-			}
+		o.messages.Add(objectKey{account, Message, f.ID}, f.Server)
+		for _, id := range f.Attachments {
+			objs = o.stale(objs, account, Attachment, id, f.Server)
 		}
 	case TeachesPreviews:
 		if server == "" {
 			return "", nil
 		}
-		for _, it := range m.Items {
-			objs = o.stale(objs, account, Preview, it.ID, server)
+		for _, id := range f.Items {
+			objs = o.stale(objs, account, Preview, id, server)
 		}
 	}
 	if len(objs) > 0 {
@@ -157,10 +134,10 @@ func (o *Objects) Learn(ctx context.Context, account string, r *Route, server st
 			for _, obj := range objs { // try again next time
 				o.recorded.Remove(objectKey{account, kindOf(obj.Kind), obj.ID})
 			}
-			return m.Server, err
+			return f.Server, err
 		}
 	}
-	return m.Server, nil
+	return f.Server, nil
 }
 
 // stale appends the object unless it was written lately.

@@ -1,6 +1,7 @@
 package scope_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
@@ -50,7 +51,7 @@ func TestLearnMessage(t *testing.T) {
 	o := newObjects(t)
 	ctx := context.Background()
 	body := []byte(`{"id":"m1","server":"s1","subject":"x","attachments":[{"id":"a1","fileName":"a.pdf"},{"id":"a2"}]}`)
-	if _, err := o.Learn(ctx, "acct", route(t, "GET", "/api/messages/m1"), "", body); err != nil {
+	if _, err := o.Learn(ctx, "acct", route(t, "GET", "/api/messages/m1"), "", facts(t, body)); err != nil {
 		t.Fatal(err)
 	}
 	if s, found, err := o.ServerOf(ctx, "acct", scope.Message, "m1", noLookup(t)); err != nil || !found || s != "s1" {
@@ -74,14 +75,14 @@ func TestLearnPreviews(t *testing.T) {
 	o := newObjects(t)
 	ctx := context.Background()
 	previews := []byte(`{"items":[{"id":"p1","emailClient":"x"},{"id":"p2"}]}`)
-	if _, err := o.Learn(ctx, "acct", route(t, "POST", "/api/messages/m1/screenshots"), "s1", previews); err != nil {
+	if _, err := o.Learn(ctx, "acct", route(t, "POST", "/api/messages/m1/screenshots"), "s1", facts(t, previews)); err != nil {
 		t.Fatal(err)
 	}
 	if s, found, err := o.ServerOf(ctx, "acct", scope.Preview, "p2", nil); err != nil || !found || s != "s1" {
 		t.Fatalf("preview = %q %v %v", s, found, err)
 	}
-	if _, err := o.Learn(ctx, "acct", route(t, "GET", "/api/messages/m1"), "", []byte("not json")); err == nil {
-		t.Fatal("learning from a broken body succeeded")
+	if _, err := o.Learn(ctx, "acct", route(t, "GET", "/api/messages/m1"), "", scope.Facts{}); err == nil {
+		t.Fatal("learning a message from an empty body succeeded")
 	}
 }
 
@@ -117,9 +118,18 @@ func TestMessageServer(t *testing.T) {
 	if s, err := scope.MessageServer([]byte(`{"id":"m","server":"s1"}`)); err != nil || s != "s1" {
 		t.Fatalf("= %q %v", s, err)
 	}
-	for _, bad := range []string{``, `{}`, `{"server":""}`, `[1]`, `{"server":1}`} {
+	for _, bad := range []string{``, `{}`, `{"server":""}`, `[1]`, `{"server":1}`, `{"server":"s1","server":"s2"}`, `{"server":"s1","Server":"s2"}`} {
 		if _, err := scope.MessageServer([]byte(bad)); err == nil {
 			t.Errorf("MessageServer(%q) succeeded", bad)
 		}
 	}
+}
+
+func facts(t *testing.T, body []byte) scope.Facts {
+	t.Helper()
+	f, err := scope.ReadFacts(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
