@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"regexp"
 	"sort"
 	"strconv"
 	"sync"
@@ -96,7 +94,8 @@ func BenchmarkFlood(b *testing.B) {
 	}
 	flood := func(name, addr string, from func(i int) string) {
 		base := baseline()
-		before, rss0 := storeLookups(b, n), rss(b, n)
+		pid := n.cmd.Process.Pid
+		before, rss0 := storeLookups(b, n), procStatus(b, pid, "VmRSS")
 		var next atomic.Int64
 		var statuses sync.Map
 		stop := make(chan struct{})
@@ -119,7 +118,7 @@ func BenchmarkFlood(b *testing.B) {
 		elapsed := time.Since(start)
 		close(stop)
 		<-done
-		lookups, growth := storeLookups(b, n)-before, rss(b, n)-rss0
+		lookups, growth := storeLookups(b, n)-before, procStatus(b, pid, "VmRSS")-rss0
 		got := map[int]int64{}
 		statuses.Range(func(k, v any) bool { got[k.(int)] = v.(*atomic.Int64).Load(); return true })
 		budget := DefaultUnknownKeyLookupsBurst + int(float64(DefaultUnknownKeyLookupsBurst)*elapsed.Seconds())
@@ -140,20 +139,3 @@ func BenchmarkFlood(b *testing.B) {
 // DefaultUnknownKeyLookupsBurst mirrors the app's default budget: the
 // benchmark runs with the defaults.
 const DefaultUnknownKeyLookupsBurst = 200
-
-var vmRSS = regexp.MustCompile(`(?m)^VmRSS:\s+(\d+) kB`)
-
-// rss is the node process's resident set size in bytes.
-func rss(t testing.TB, n *node) int64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := vmRSS.FindSubmatch(b)
-	if m == nil {
-		t.Fatal("no VmRSS")
-	}
-	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
-	return kb << 10
-}

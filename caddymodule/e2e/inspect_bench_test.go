@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -15,9 +16,11 @@ import (
 
 // BenchmarkInspectMemory is issue 9's load: 128 clients fetch a 7 MiB
 // message at once for 10 s (half with a key restricted to its inbox, half
-// with a standard key), through the real binary in front of the
-// simulator. It reports keygate's peak RSS (VmHWM) and how many answers
-// were 200s and 503s; anything else fails it. Run it alone:
+// with a standard key), through the real binary. The upstream serves the
+// message's bytes made once by the simulator, so that it keeps up and
+// keygate reads as many responses at once as the clients ask for. It
+// reports keygate's peak RSS (VmHWM) and how many answers were 200s and
+// 503s; anything else fails it. Run it alone:
 //
 //	go test -run '^$' -bench InspectMemory -benchtime 1x ./caddymodule/e2e
 //
@@ -28,7 +31,21 @@ func BenchmarkInspectMemory(b *testing.B) {
 	w := newScopeWorldSite(b, site)
 	w.reset()
 	mine, _, bodies := largeMessages(b, w, 7<<20)
-	want := len(bodies[mine])
+	body := []byte(bodies[mine])
+	want := len(body)
+	fast := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/messages/"+mine {
+			http.NotFound(rw, r)
+			return
+		}
+		rw.Header().Set("Content-Type", "application/json; charset=utf-8")
+		rw.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		rw.Write(body)
+	}))
+	defer fast.Close()
+	cfg := w.cfg
+	cfg.upstream = strings.TrimPrefix(fast.URL, "http://")
+	w.n.load(cfg) // the same store and keys, the fast upstream
 	pid := w.n.cmd.Process.Pid
 	before := procStatus(b, pid, "VmRSS")
 

@@ -29,6 +29,7 @@ const (
 type scopeWorld struct {
 	t        testing.TB
 	n        *node
+	cfg      nodeConfig // the node's config, for a test that reloads it
 	up       atomic.Pointer[sim.Server]
 	acctA    string
 	acctB    string
@@ -54,11 +55,12 @@ func newScopeWorldSite(t testing.TB, site string) *scopeWorld {
 		w.up.Load().ServeHTTP(rw, r)
 	}))
 	t.Cleanup(upstream.Close)
-	w.n = newNode(t, nodeConfig{
+	w.cfg = nodeConfig{
 		global:   "\t\tstore postgres " + strconv.Quote(pgtest.DSN(t)) + "\n\t\tsecret {env.KEYGATE_SECRET}",
 		upstream: strings.TrimPrefix(upstream.URL, "http://"),
 		site:     site,
-	})
+	}
+	w.n = newNode(t, w.cfg)
 	w.acctA = w.n.account("acme")
 	w.acctB = w.n.account("bravo")
 	w.standard = w.n.key(w.acctA, "standard", "")
