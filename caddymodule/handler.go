@@ -266,12 +266,31 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// ServeHTTP checks the request's key, then its scope.
+// ServeHTTP checks the request's key, then its scope. Each step answers
+// the request, or lets it go on with outAllowed, and returns its outcome:
+// counted here, once, and before a request that passes untouched streams.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	rt, id, o, err := h.authenticate(w, r)
+	forward := false
+	if o == outAllowed {
+		h.setIdentity(r, id)
+		o, forward, err = h.enforce(w, r, next, rt, id)
+	}
+	if o != outUncounted {
+		decisionCounters[o].Inc()
+	}
+	if forward {
+		return next.ServeHTTP(w, r) // streams untouched
+	}
+	return err
+}
+
+// authenticate checks the request's key and returns its identity, or
+// answers the request when the key is refused or cannot be checked.
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (*runtime, *auth.Identity, outcome, error) {
 	rt := h.app.rt.Load()
 	if rt == nil { // the app has not started yet
-		decisionCounters[outUnavailable].Inc()
-		return h.unavailable(w, nil, errNotStarted)
+		return nil, nil, outUnavailable, h.unavailable(w, nil, errNotStarted)
 	}
 	d := rt.verifier.VerifyFrom(r.Context(), r.Header["Authorization"], clientIP(r))
 	if d.Cached {
@@ -279,17 +298,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	switch d.Result {
 	case auth.Unauthorized:
-		decisionCounters[outUnauthorized].Inc()
-		return h.unauthorized(w, r)
+		return rt, nil, outUnauthorized, h.unauthorized(w, r)
 	case auth.Unavailable:
-		decisionCounters[outUnavailable].Inc()
-		return h.unavailable(w, rt, d.Err)
+		return rt, nil, outUnavailable, h.unavailable(w, rt, d.Err)
 	case auth.Throttled:
-		decisionCounters[outThrottled].Inc()
-		return throttled(w, d.RetryAfter)
+		return rt, nil, outThrottled, throttled(w, d.RetryAfter)
 	}
+	return rt, d.Identity, outAllowed, nil
+}
 
-	id := d.Identity
+// setIdentity replaces the request's credentials and every client-sent
+// identity header by the key's identity headers, and sets the
+// placeholders.
+func (h *Handler) setIdentity(r *http.Request, id *auth.Identity) {
 	if c := h.logger.Check(zapcore.DebugLevel, "API key accepted"); c != nil {
 		c.Write(zap.String("key_id", id.KeyID), zap.String("key_prefix", id.Display))
 	}
@@ -316,7 +337,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		}
 	}
-	return h.enforceScope(w, r, next, rt, id)
 }
 
 // Error bodies in the inbox API's error shape. They are the same for every

@@ -54,6 +54,11 @@ const (
 	outBadGateway                  // a response that had to be checked and could not be
 	outBusy                        // the inspect_memory budget stayed spent: 503
 	numOutcomes
+
+	// outUncounted is the outcome that no result counts: a response
+	// keygate only learns from whose upstream handler failed, answered by
+	// Caddy's error handling.
+	outUncounted = numOutcomes
 )
 
 var outcomeNames = [numOutcomes]string{"allowed", "unauthorized", "unavailable", "throttled", "forbidden", "not_found", "bad_request", "bad_gateway", "inspect_busy"}
