@@ -1,6 +1,6 @@
 // Package caddymodule plugs keygate into Caddy v2. It is glue: the logic
 // lives in the Caddy-free packages below it (keys, store, cache, auth,
-// health).
+// scope, fleet, health, inboxapi).
 //
 // It registers:
 //
