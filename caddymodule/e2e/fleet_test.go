@@ -468,7 +468,7 @@ func TestFleetStoreUnreachable(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.DSN(t)
 	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	proxied := strings.Replace(dsn, "127.0.0.1:5432", proxy.addr, 1)
+	proxied := proxy.route(dsn)
 	f := newFleet(t, 2, dsn, func(i int) (string, string) {
 		if i == 0 {
 			return proxied, proxied
@@ -682,7 +682,7 @@ func testListenerOutage(t *testing.T, waitDown bool, cut func(p *tcpProxy, out b
 	dsn := pgtest.DSN(t)
 	proxy := newTCPProxy(t, "127.0.0.1:5432")
 	f := newFleet(t, 1, dsn, func(int) (string, string) {
-		return dsn, strings.Replace(dsn, "127.0.0.1:5432", proxy.addr, 1)
+		return dsn, proxy.route(dsn)
 	})
 	n := f.nodes[0]
 	live, liveKey := f.mint("live")

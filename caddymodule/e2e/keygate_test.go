@@ -192,7 +192,7 @@ func TestStoreDown(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.DSN(t)
 	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	proxied := strings.Replace(dsn, "127.0.0.1:5432", proxy.addr, 1)
+	proxied := proxy.route(dsn)
 	up := newUpstream(t)
 	n := newNode(t, nodeConfig{
 		// A generous staleness bound: the cached key must outlive the
@@ -504,6 +504,11 @@ func (p *tcpProxy) serve(c net.Conn) {
 	go func() { p.copyUnlessSilent(b, c); b.Close() }()
 	p.copyUnlessSilent(c, b)
 	c.Close()
+}
+
+// route returns dsn with the local Postgres replaced by the proxy.
+func (p *tcpProxy) route(dsn string) string {
+	return strings.Replace(dsn, "127.0.0.1:5432", p.addr, 1)
 }
 
 func (p *tcpProxy) setDown(down bool) {

@@ -166,7 +166,7 @@ func TestReadyFollowsStore(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.DSN(t)
 	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	proxied := strings.Replace(dsn, "127.0.0.1:5432", proxy.addr, 1)
+	proxied := proxy.route(dsn)
 	up := newUpstream(t)
 	n := newNode(t, nodeConfig{
 		global:   "\t\tstore postgres " + strconv.Quote(proxied) + "\n\t\tsecret {env.KEYGATE_SECRET}\n\t\tstore_timeout 1s",

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -11,6 +12,15 @@ import (
 // ErrNotMigrated: the schema is missing or older than this keygate needs.
 // Ready returns it (wrapped) for a store whose migrations were not applied.
 var ErrNotMigrated = errors.New("schema not migrated")
+
+// CheckSchema is Ready's rule for every store: the schema version found
+// must be at least the newest migration this keygate ships.
+func CheckSchema(have, want int) error {
+	if have < want {
+		return fmt.Errorf("checking readiness: %w: schema version %d, this keygate needs %d", ErrNotMigrated, have, want)
+	}
+	return nil
+}
 
 // Kinds of store problem, a Diagnosis's Kind: short, stable names for
 // logs, readiness answers and alerts.

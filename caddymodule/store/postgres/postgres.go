@@ -79,10 +79,7 @@ func (s *Store) Ready(ctx context.Context) error {
 	if err := s.pool.QueryRow(ctx, readySQL).Scan(&version, &none); err != nil {
 		return fmt.Errorf("checking readiness: %w", err)
 	}
-	if want := migrations[len(migrations)-1].version; version < want {
-		return fmt.Errorf("checking readiness: %w: schema version %d, this keygate needs %d", store.ErrNotMigrated, version, want)
-	}
-	return nil
+	return store.CheckSchema(version, migrations[len(migrations)-1].version)
 }
 
 // SQLSTATE codes the store maps onto its own errors.

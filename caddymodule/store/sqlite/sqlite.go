@@ -122,10 +122,7 @@ func (s *Store) Ready(ctx context.Context) error {
 	if err := s.db.QueryRowContext(ctx, readySQL).Scan(&version, &none); err != nil {
 		return fmt.Errorf("checking readiness: %w", err)
 	}
-	if want := migrations[len(migrations)-1].version; version < want {
-		return fmt.Errorf("checking readiness: %w: schema version %d, this keygate needs %d", store.ErrNotMigrated, version, want)
-	}
-	return nil
+	return store.CheckSchema(version, migrations[len(migrations)-1].version)
 }
 
 // inTx runs fn in a transaction, which _txlock makes BEGIN IMMEDIATE: it
