@@ -4,6 +4,16 @@
 // a single node (package sqlite). Package storetest holds the conformance
 // suite both must pass.
 //
+// This package also holds every rule of the stores that is not SQL, so
+// that the backends cannot drift apart and a new one writes only its SQL:
+// what input is valid (the Validate and Check functions), what a store
+// fills in before it inserts a row (the Prepare functions: ids, times and
+// the audit event of a key change), how ListAudit pages (AuditPage), how
+// migration files are named and ordered (ParseMigrations) and when a
+// schema is migrated far enough (CheckSchema). A backend maps these onto
+// its queries and its database's errors onto ErrNotFound, ErrNameTaken and
+// ErrInvalid.
+//
 // A store never sees a plaintext key: only its digest (for lookup) and its
 // sealed copy (for reveal), both made by package keys.
 package store
@@ -24,7 +34,8 @@ var (
 	// ErrNameTaken: another live key of the account already has the name,
 	// or another account has the name.
 	ErrNameTaken = errors.New("name already in use")
-	// ErrInvalid: the input breaks a rule of the data model (see Validate*).
+	// ErrInvalid: the input breaks a rule of the data model (see the
+	// Validate, Check and Prepare functions).
 	ErrInvalid = errors.New("invalid input")
 )
 
@@ -176,7 +187,8 @@ type Store interface {
 	// written by CreateKey and DeleteKey).
 	AppendAudit(ctx context.Context, ev AuditEvent) error
 	// ListAudit returns up to limit of the account's events, newest first,
-	// older than beforeID when beforeID > 0 (for paging).
+	// older than beforeID when beforeID > 0 (for paging). A limit <= 0
+	// means DefaultAuditLimit, and none goes above MaxAuditLimit (AuditPage).
 	ListAudit(ctx context.Context, accountID string, beforeID int64, limit int) ([]AuditEvent, error)
 
 	// RecordObjects records which server each object belongs to, as seen

@@ -2,9 +2,30 @@ package store
 
 import (
 	"fmt"
+	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/keygate/keygate/caddymodule/keys"
 )
+
+// The rules here run before any SQL, in every store, so that all of them
+// accept and refuse the same input with the same errors, and a store's
+// constraints are a second line rather than the rule.
+
+// CheckText rejects strings that Postgres text cannot hold (a NUL byte,
+// invalid UTF-8) as ErrInvalid. Every store applies it to the text it
+// writes, so that they all accept the same input and such text is the
+// caller's mistake rather than a database error.
+func CheckText(ss ...string) error {
+	for _, s := range ss {
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			return fmt.Errorf("%w: text holds a NUL byte or invalid UTF-8", ErrInvalid)
+		}
+	}
+	return nil
+}
 
 // MaxNameLen is the longest key or account name, in characters.
 const MaxNameLen = 100
@@ -32,6 +53,19 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// PrepareAccount makes the account CreateAccount inserts: a valid name
+// (ValidateName), a fresh id and now as its creation time.
+func PrepareAccount(name string, now time.Time) (Account, error) {
+	if err := ValidateName(name); err != nil {
+		return Account{}, err
+	}
+	id, err := keys.NewID("acct")
+	if err != nil {
+		return Account{}, err
+	}
+	return Account{ID: id, Name: name, CreatedAt: now}, nil
+}
+
 // ValidateKey checks the fields CreateKey relies on.
 func ValidateKey(k Key) error {
 	if err := ValidateName(k.Name); err != nil {
@@ -53,6 +87,26 @@ func ValidateKey(k Key) error {
 		return fmt.Errorf("%w: key is missing its id, account, display prefix, sealed copy or creator", ErrInvalid)
 	}
 	return nil
+}
+
+// PrepareKey makes the row and the audit event CreateKey inserts: k must
+// pass ValidateKey and CheckText, is created now and never used; ev is
+// completed from k by PrepareKeyAuditEvent. Nothing the caller sets in
+// CreatedAt or LastUsed reaches the store.
+func PrepareKey(k Key, ev AuditEvent, now time.Time) (Key, AuditEvent, error) {
+	if err := ValidateKey(k); err != nil {
+		return Key{}, AuditEvent{}, err
+	}
+	if err := CheckText(k.ID, k.AccountID, k.Display, k.CreatedBy); err != nil {
+		return Key{}, AuditEvent{}, err
+	}
+	k.CreatedAt = now
+	k.LastUsed = nil
+	ev, err := PrepareKeyAuditEvent(ev, ActionCreate, k, k.CreatedAt)
+	if err != nil {
+		return Key{}, AuditEvent{}, err
+	}
+	return k, ev, nil
 }
 
 // ValidateServerID checks a server (inbox) id: 1 to 64 letters, digits,
@@ -77,6 +131,15 @@ func ValidateRole(r Role) error {
 		return fmt.Errorf("%w: role must be %q or %q", ErrInvalid, Admin, Member)
 	}
 	return nil
+}
+
+// ValidateMember checks what SetMember writes: a user id and a role. The
+// account is left to the store, which says ErrNotFound for an unknown one.
+func ValidateMember(userID string, role Role) error {
+	if err := ValidateUserID(userID); err != nil {
+		return err
+	}
+	return ValidateRole(role)
 }
 
 // ValidateUserID checks a user id: 1 to 200 printable characters. User ids
@@ -108,4 +171,21 @@ func ValidateObject(o Object) error {
 		}
 	}
 	return ValidateServerID(o.ServerID)
+}
+
+// ValidateObjects checks what RecordObjects writes, all of it before any
+// is written: an account id and every object (ValidateObject, CheckText).
+func ValidateObjects(accountID string, objs []Object) error {
+	if err := CheckText(accountID); err != nil || accountID == "" {
+		return fmt.Errorf("%w: account id", ErrInvalid)
+	}
+	for _, o := range objs {
+		if err := ValidateObject(o); err != nil {
+			return err
+		}
+		if err := CheckText(o.ID); err != nil {
+			return err
+		}
+	}
+	return nil
 }

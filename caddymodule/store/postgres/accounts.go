@@ -6,21 +6,16 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/keygate/keygate/caddymodule/keys"
 	"github.com/keygate/keygate/caddymodule/store"
 )
 
 // CreateAccount adds an account with a fresh id; the name must be unused.
 func (s *Store) CreateAccount(ctx context.Context, name string) (store.Account, error) {
 	const doing = "creating account"
-	if err := store.ValidateName(name); err != nil {
-		return store.Account{}, fmt.Errorf("%s: %w", doing, err)
-	}
-	id, err := keys.NewID("acct")
+	a, err := store.PrepareAccount(name, now())
 	if err != nil {
 		return store.Account{}, fmt.Errorf("%s: %w", doing, err)
 	}
-	a := store.Account{ID: id, Name: name, CreatedAt: now()}
 	const insertSQL = `insert into accounts (id, name, created_at) values ($1, $2, $3)`
 	if _, err := s.pool.Exec(ctx, insertSQL, a.ID, a.Name, a.CreatedAt); err != nil {
 		return store.Account{}, wrap(doing, "account", err)
@@ -65,10 +60,7 @@ func scanAccount(row pgx.CollectableRow) (store.Account, error) {
 // the time they joined.
 func (s *Store) SetMember(ctx context.Context, accountID, userID string, role store.Role) (store.Membership, error) {
 	const doing = "setting member"
-	if err := store.ValidateUserID(userID); err != nil {
-		return store.Membership{}, fmt.Errorf("%s: %w", doing, err)
-	}
-	if err := store.ValidateRole(role); err != nil {
+	if err := store.ValidateMember(userID, role); err != nil {
 		return store.Membership{}, fmt.Errorf("%s: %w", doing, err)
 	}
 	if notFound(accountID) {

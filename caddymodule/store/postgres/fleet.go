@@ -181,7 +181,7 @@ func (s *Store) Heartbeat(ctx context.Context, in store.Instance) error {
 		t := utc(in.AppliedAt)
 		appliedAt = &t
 	}
-	if err := checkText(in.ID, in.Address); err != nil {
+	if err := store.CheckText(in.ID, in.Address); err != nil {
 		return fmt.Errorf("recording heartbeat: %w", err)
 	}
 	_, err := s.pool.Exec(ctx, upsertSQL, in.ID, in.Address, in.ListenerUp, in.AppliedSeq, appliedAt, utc(in.StartedAt), now())

@@ -34,15 +34,7 @@ func (s *Store) LookupKey(ctx context.Context, digest keys.Digest) (store.Identi
 // CreateKey inserts k and its audit event in one transaction.
 func (s *Store) CreateKey(ctx context.Context, k store.Key, ev store.AuditEvent) (store.Key, error) {
 	const doing = "creating key"
-	if err := store.ValidateKey(k); err != nil {
-		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
-	}
-	if err := checkText(k.ID, k.AccountID, k.Display, k.CreatedBy); err != nil {
-		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
-	}
-	k.CreatedAt = now()
-	k.LastUsed = nil
-	ev, err := keyEvent(ev, store.ActionCreate, k, k.CreatedAt)
+	k, ev, err := store.PrepareKey(k, ev, now())
 	if err != nil {
 		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
 	}
@@ -114,7 +106,7 @@ func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store
 	if notFound(accountID) || notFound(keyID) {
 		return store.Key{}, fmt.Errorf("%s: key %w", doing, store.ErrNotFound)
 	}
-	if err := checkEvent(ev, store.ActionDelete); err != nil {
+	if err := store.CheckKeyAuditEvent(ev, store.ActionDelete); err != nil {
 		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
 	}
 	const deleteSQL = `
@@ -128,7 +120,7 @@ func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store
 			return err
 		}
 		at := now()
-		ev, err = keyEvent(ev, store.ActionDelete, k, at)
+		ev, err = store.PrepareKeyAuditEvent(ev, store.ActionDelete, k, at)
 		if err != nil {
 			return err
 		}

@@ -4,60 +4,23 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/keygate/keygate/caddymodule/store"
 )
 
-// Migrations are NNNN_description.sql files, applied in version order, each
-// once. A released file is never edited: changes go in a new file.
+// migrationFiles holds this store's migrations, in Postgres's dialect; see
+// store.Migration for how they are named, numbered and kept.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-var loadMigrations = sync.OnceValues(func() ([]migration, error) {
-	return parseMigrations(migrationFiles, "migrations")
+var loadMigrations = sync.OnceValues(func() ([]store.Migration, error) {
+	return store.ParseMigrations(migrationFiles, "migrations")
 })
-
-func parseMigrations(fsys fs.FS, dir string) ([]migration, error) {
-	entries, err := fs.ReadDir(fsys, dir)
-	if err != nil {
-		return nil, fmt.Errorf("reading migrations: %w", err)
-	}
-	var ms []migration
-	seen := map[int]string{}
-	for _, e := range entries {
-		name := e.Name()
-		prefix, _, ok := strings.Cut(name, "_")
-		version, err := strconv.Atoi(prefix)
-		if !ok || err != nil || version <= 0 || path.Ext(name) != ".sql" {
-			return nil, fmt.Errorf("migration %s: name must be NNNN_description.sql", name)
-		}
-		if other, dup := seen[version]; dup {
-			return nil, fmt.Errorf("migrations %s and %s have the same version", other, name)
-		}
-		seen[version] = name
-		b, err := fs.ReadFile(fsys, path.Join(dir, name))
-		if err != nil {
-			return nil, fmt.Errorf("reading migration %s: %w", name, err)
-		}
-		ms = append(ms, migration{version: version, name: name, sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	return ms, nil
-}
 
 // The lock is per schema, so that deployments sharing a database in
 // different schemas do not wait for each other.
@@ -128,21 +91,21 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 
 	for _, m := range migrations {
-		if applied[m.version] {
+		if applied[m.Version] {
 			continue
 		}
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			// No arguments: pgx sends the file with the simple protocol,
 			// which runs every statement in it.
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
 				return err
 			}
 			const recordSQL = `insert into keygate_schema_migrations (version, applied_at) values ($1, $2)`
-			_, err := tx.Exec(ctx, recordSQL, m.version, now())
+			_, err := tx.Exec(ctx, recordSQL, m.Version, now())
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("migrating: applying %s: %w", m.name, err)
+			return fmt.Errorf("migrating: applying %s: %w", m.Name, err)
 		}
 	}
 	return nil

@@ -16,8 +16,8 @@ func (s *Store) RecordObjects(ctx context.Context, accountID string, objs []stor
 	if len(objs) == 0 {
 		return nil
 	}
-	if err := checkText(accountID); err != nil || accountID == "" {
-		return fmt.Errorf("%s: %w: account id", doing, store.ErrInvalid)
+	if err := store.ValidateObjects(accountID, objs); err != nil {
+		return fmt.Errorf("%s: %w", doing, err)
 	}
 	const upsertSQL = `
 		insert into objects (account_id, kind, id, server_id, seen_at)
@@ -27,12 +27,6 @@ func (s *Store) RecordObjects(ctx context.Context, accountID string, objs []stor
 	at := now()
 	var b pgx.Batch
 	for _, o := range objs {
-		if err := store.ValidateObject(o); err != nil {
-			return fmt.Errorf("%s: %w", doing, err)
-		}
-		if err := checkText(o.ID); err != nil {
-			return fmt.Errorf("%s: %w", doing, err)
-		}
 		b.Queue(upsertSQL, accountID, o.Kind, o.ID, o.ServerID, at)
 	}
 	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -79,7 +77,7 @@ func (s *Store) Ready(ctx context.Context) error {
 	if err := s.pool.QueryRow(ctx, readySQL).Scan(&version, &none); err != nil {
 		return fmt.Errorf("checking readiness: %w", err)
 	}
-	return store.CheckSchema(version, migrations[len(migrations)-1].version)
+	return store.CheckSchema(version, migrations[len(migrations)-1].Version)
 }
 
 // SQLSTATE codes the store maps onto its own errors.
@@ -118,20 +116,11 @@ func wrap(doing, what string, err error) error {
 }
 
 // notFound reports an id that no row can have: Postgres text holds neither
-// NUL nor invalid UTF-8, and would fail the query rather than match nothing.
+// NUL nor invalid UTF-8 (store.CheckText), and would fail the query rather
+// than match nothing. SQLite matches nothing by itself, so needs no such
+// check.
 func notFound(id string) bool {
-	return id == "" || checkText(id) != nil
-}
-
-// checkText rejects strings Postgres text cannot hold (NUL, invalid UTF-8)
-// as invalid input rather than a database error.
-func checkText(ss ...string) error {
-	for _, s := range ss {
-		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
-			return fmt.Errorf("%w: text holds a NUL byte or invalid UTF-8", store.ErrInvalid)
-		}
-	}
-	return nil
+	return id == "" || store.CheckText(id) != nil
 }
 
 // now is the store's clock: UTC at the microsecond precision of

@@ -33,15 +33,7 @@ func (s *Store) LookupKey(ctx context.Context, digest keys.Digest) (store.Identi
 // CreateKey inserts k and its audit event in one transaction.
 func (s *Store) CreateKey(ctx context.Context, k store.Key, ev store.AuditEvent) (store.Key, error) {
 	const doing = "creating key"
-	if err := store.ValidateKey(k); err != nil {
-		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
-	}
-	if err := checkText(k.ID, k.AccountID, k.Display, k.CreatedBy); err != nil {
-		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
-	}
-	k.CreatedAt = now()
-	k.LastUsed = nil
-	ev, err := keyEvent(ev, store.ActionCreate, k, k.CreatedAt)
+	k, ev, err := store.PrepareKey(k, ev, now())
 	if err != nil {
 		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
 	}
@@ -108,7 +100,7 @@ func (s *Store) ListKeys(ctx context.Context, accountID string) ([]store.Key, er
 // WAL.
 func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store.AuditEvent) (store.Key, error) {
 	const doing = "deleting key"
-	if err := checkEvent(ev, store.ActionDelete); err != nil {
+	if err := store.CheckKeyAuditEvent(ev, store.ActionDelete); err != nil {
 		return store.Key{}, fmt.Errorf("%s: %w", doing, err)
 	}
 	const deleteSQL = `
@@ -121,7 +113,7 @@ func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store
 		if k, err = scanKey(tx.QueryRowContext(ctx, deleteSQL, accountID, keyID), false); err != nil {
 			return err
 		}
-		if ev, err = keyEvent(ev, store.ActionDelete, k, now()); err != nil {
+		if ev, err = store.PrepareKeyAuditEvent(ev, store.ActionDelete, k, now()); err != nil {
 			return err
 		}
 		return insertEvent(ctx, tx, ev)

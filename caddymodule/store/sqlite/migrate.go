@@ -5,57 +5,20 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
-	"io/fs"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
+
+	"github.com/keygate/keygate/caddymodule/store"
 )
 
-// Migrations are NNNN_description.sql files, applied in version order, each
-// once. A released file is never edited: changes go in a new file.
+// migrationFiles holds this store's migrations, in SQLite's dialect; see
+// store.Migration for how they are named, numbered and kept.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-var loadMigrations = sync.OnceValues(func() ([]migration, error) {
-	return parseMigrations(migrationFiles, "migrations")
+var loadMigrations = sync.OnceValues(func() ([]store.Migration, error) {
+	return store.ParseMigrations(migrationFiles, "migrations")
 })
-
-func parseMigrations(fsys fs.FS, dir string) ([]migration, error) {
-	entries, err := fs.ReadDir(fsys, dir)
-	if err != nil {
-		return nil, fmt.Errorf("reading migrations: %w", err)
-	}
-	var ms []migration
-	seen := map[int]string{}
-	for _, e := range entries {
-		name := e.Name()
-		prefix, _, ok := strings.Cut(name, "_")
-		version, err := strconv.Atoi(prefix)
-		if !ok || err != nil || version <= 0 || path.Ext(name) != ".sql" {
-			return nil, fmt.Errorf("migration %s: name must be NNNN_description.sql", name)
-		}
-		if other, dup := seen[version]; dup {
-			return nil, fmt.Errorf("migrations %s and %s have the same version", other, name)
-		}
-		seen[version] = name
-		b, err := fs.ReadFile(fsys, path.Join(dir, name))
-		if err != nil {
-			return nil, fmt.Errorf("reading migration %s: %w", name, err)
-		}
-		ms = append(ms, migration{version: version, name: name, sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	return ms, nil
-}
 
 // Migrate applies the migrations not yet recorded in
 // keygate_schema_migrations, each in its own transaction. The transactions
@@ -86,21 +49,21 @@ func (s *Store) Migrate(ctx context.Context) error {
 	for _, m := range migrations {
 		err := s.inTx(ctx, func(tx *sql.Tx) error {
 			var applied bool
-			if err := tx.QueryRowContext(ctx, appliedSQL, m.version).Scan(&applied); err != nil {
+			if err := tx.QueryRowContext(ctx, appliedSQL, m.Version).Scan(&applied); err != nil {
 				return err
 			}
 			if applied {
 				return nil
 			}
 			// Without arguments the driver runs every statement of the file.
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return err
 			}
-			_, err := tx.ExecContext(ctx, recordSQL, m.version, micros(now()))
+			_, err := tx.ExecContext(ctx, recordSQL, m.Version, micros(now()))
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("migrating: applying %s: %w", m.name, err)
+			return fmt.Errorf("migrating: applying %s: %w", m.Name, err)
 		}
 	}
 	return nil

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -122,7 +121,7 @@ func (s *Store) Ready(ctx context.Context) error {
 	if err := s.db.QueryRowContext(ctx, readySQL).Scan(&version, &none); err != nil {
 		return fmt.Errorf("checking readiness: %w", err)
 	}
-	return store.CheckSchema(version, migrations[len(migrations)-1].version)
+	return store.CheckSchema(version, migrations[len(migrations)-1].Version)
 }
 
 // inTx runs fn in a transaction, which _txlock makes BEGIN IMMEDIATE: it
@@ -164,17 +163,6 @@ func wrap(doing, what string, err error) error {
 		}
 	}
 	return fmt.Errorf("%s: %w", doing, err)
-}
-
-// checkText rejects strings Postgres cannot store (NUL, invalid UTF-8), so
-// that both stores accept the same input.
-func checkText(ss ...string) error {
-	for _, s := range ss {
-		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
-			return fmt.Errorf("%w: text holds a NUL byte or invalid UTF-8", store.ErrInvalid)
-		}
-	}
-	return nil
 }
 
 // now is the store's clock, at the microsecond precision it keeps.

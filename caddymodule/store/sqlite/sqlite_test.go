@@ -165,8 +165,8 @@ func checkAllApplied(t *testing.T, got []appliedMigration) {
 		t.Fatalf("applied %d migrations, want %d: %+v", len(got), len(want), got)
 	}
 	for i := range want {
-		if int(got[i].version) != want[i].version {
-			t.Errorf("applied version %d, want %d", got[i].version, want[i].version)
+		if int(got[i].version) != want[i].Version {
+			t.Errorf("applied version %d, want %d", got[i].version, want[i].Version)
 		}
 	}
 }
