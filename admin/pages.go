@@ -349,6 +349,7 @@ type eventRow struct {
 	When, WhenISO              string
 	Actor, Action, ActionClass string
 	KeyID, KeyName, KeyDisplay string
+	Detail                     string // of an event about no one key
 	From                       string
 }
 
@@ -363,6 +364,7 @@ var actionLabels = map[string][2]string{
 	store.ActionCreate: {"Created", "create"},
 	store.ActionReveal: {"Revealed", "reveal"},
 	store.ActionDelete: {"Deleted", "delete"},
+	store.ActionRotate: {"Secret rotated", "other"},
 }
 
 // auditPage lists the account's audit log, newest first.
@@ -399,7 +401,7 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session
 		v.Events = append(v.Events, eventRow{
 			ID: ev.ID, When: ev.At.UTC().Format(timeLayout), WhenISO: ev.At.UTC().Format(time.RFC3339),
 			Actor: ev.Actor, Action: label[0], ActionClass: label[1],
-			KeyID: ev.KeyID, KeyName: ev.KeyName, KeyDisplay: ev.KeyDisplay, From: from,
+			KeyID: ev.KeyID, KeyName: ev.KeyName, KeyDisplay: ev.KeyDisplay, Detail: ev.Detail, From: from,
 		})
 	}
 	return d.render(w, http.StatusOK, "audit", v)

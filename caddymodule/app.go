@@ -2,12 +2,9 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,11 +14,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/keygate/keygate/caddymodule/auth"
-	"github.com/keygate/keygate/caddymodule/cache"
-	"github.com/keygate/keygate/caddymodule/fleet"
 	"github.com/keygate/keygate/caddymodule/health"
 	"github.com/keygate/keygate/caddymodule/keys"
-	"github.com/keygate/keygate/caddymodule/scope"
 	"github.com/keygate/keygate/caddymodule/store"
 )
 
@@ -61,8 +55,17 @@ type App struct {
 	// {file./run/secrets/keygate}, so that it stays out of the config.
 	// Required with the postgres store. Default with the sqlite store: a
 	// secret generated once and kept, mode 0600, in Caddy's data directory.
-	// Changing it makes every existing key invalid.
+	// The store records a fingerprint of the secret its keys were made
+	// with: an instance given another secret refuses to start. To change
+	// it, give the new one here and the old one in PreviousSecrets, then
+	// run `keygate secret rotate` (see the README).
 	Secret string `json:"secret,omitempty"`
+
+	// PreviousSecrets are secrets being rotated out, in the same forms as
+	// Secret: a key made with one of them is still found, and its sealed
+	// copy still opens, until `keygate secret rotate` has re-keyed it
+	// under Secret. At most 3.
+	PreviousSecrets []string `json:"previous_secrets,omitempty"`
 
 	// CacheSize is how many valid keys the cache holds. Unknown keys are
 	// remembered in as many entries again, of their own, so that a flood
@@ -116,46 +119,14 @@ type App struct {
 	Migrate string `json:"migrate,omitempty"`
 
 	storeMod StoreModule
-	secret   []byte // nil: generate or load the local one at Start
+	secret   []byte   // nil: generate or load the local one at Start
+	previous [][]byte // resolved PreviousSecrets
 	logger   *zap.Logger
 	rt       atomic.Pointer[runtime]
 	rtKey    string
 	stop     context.CancelFunc
 	bg       sync.WaitGroup
 }
-
-// runtime is what the app builds at Start: the parts of keygate that do
-// the work. It is shared across config reloads while the store, secret and
-// cache settings stay the same, so a reload keeps the cache warm and a key
-// deleted through the new config is evicted from the cache the old one is
-// still draining requests with.
-type runtime struct {
-	store    store.Store
-	usage    *auth.Usage
-	verifier *auth.Verifier
-	manager  *auth.Manager
-	objects  *scope.Objects
-	follower *fleet.Follower // nil for a store that is not shared by a fleet
-	storeID  string          // the follower's share of the store
-	report   *health.Reporter
-	ready    *health.Checker
-	stop     context.CancelFunc
-	done     chan struct{}
-}
-
-// Destruct stops following key events when the last config using the
-// runtime is gone, then releases the follower's share of the store.
-func (rt *runtime) Destruct() error {
-	if rt.stop == nil {
-		return nil
-	}
-	rt.stop()
-	<-rt.done
-	_, err := stores.Delete(rt.storeID)
-	return err
-}
-
-var runtimes = caddy.NewUsagePool()
 
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
@@ -181,7 +152,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return errors.New("keygate secret is empty: if it is a placeholder such as {env.KEYGATE_SECRET}, set that variable")
 		}
 		a.secret = []byte(secret)
-		if _, err := keys.NewKeyring(a.secret); err != nil {
+	}
+	for i, p := range a.PreviousSecrets {
+		prev := caddy.NewReplacer().ReplaceKnown(p, "")
+		if prev == "" {
+			return fmt.Errorf("keygate previous secret %d is empty: if it is a placeholder such as {env.KEYGATE_PREVIOUS_SECRET}, set that variable", i+1)
+		}
+		a.previous = append(a.previous, []byte(prev))
+	}
+	if a.secret != nil {
+		if _, err := keys.NewKeyring(a.secret, a.previous...); err != nil {
 			return fmt.Errorf("keygate secret: %w", err)
 		}
 	}
@@ -240,6 +220,9 @@ func (a *App) Validate() error {
 	if a.secret == nil && !a.storeMod.Local() {
 		return errors.New("keygate: the postgres store needs a secret shared by every instance; add `secret {env.KEYGATE_SECRET}` and set it to at least 32 random bytes (openssl rand -base64 32)")
 	}
+	if a.secret == nil && len(a.previous) > 0 {
+		return errors.New("keygate: previous_secrets needs a `secret`: to rotate the generated secret, give a new one as `secret` and the generated one, {file.<caddy data dir>/keygate/secret}, in previous_secrets")
+	}
 	switch {
 	case a.CacheSize < 0:
 		return errors.New("keygate: cache_size must be positive")
@@ -253,33 +236,34 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start opens the store, builds (or shares) the runtime and applies
-// migrations. A database that is down does not stop Caddy: requests get 503
-// until it answers, and migrations are retried in the background.
+// Start opens the store, builds (or shares) the runtime, applies
+// migrations and checks that the configured secrets made the store's keys.
+// A database that is down does not stop Caddy: requests get 503 until it
+// answers, and what could not be done is retried in the background. A
+// store whose keys were made with another secret stops the start.
 func (a *App) Start() error {
 	rt, err := a.open(true)
 	if err != nil {
 		return err
 	}
 	// Serve at once: with the cache shared across a reload it is warm, and
-	// a store not yet migrated only fails lookups (503) until it is.
+	// until the store is migrated and the secret checked, lookups only
+	// fail (503).
 	a.rt.Store(rt)
 	var ctx context.Context
 	ctx, a.stop = context.WithCancel(context.Background())
-	if a.Migrate == "auto" {
-		// A database that does not answer must not hold up Caddy's start
-		// or a reload for long: after a first try, keep trying behind it.
-		first, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := migrateOnce(first, rt.store)
-		cancel()
-		if err != nil {
-			if a.storeMod.Local() {
-				return err
-			}
-			rt.report.Report("migration, retried in the background", err)
-			a.bg.Add(1)
-			go a.retryMigrate(ctx, rt)
-		}
+	// A database that does not answer must not hold up Caddy's start or a
+	// reload for long: after a first try, keep trying behind it.
+	first, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = a.prepare(first, rt)
+	cancel()
+	switch {
+	case errors.Is(err, auth.ErrWrongSecret), err != nil && a.storeMod.Local():
+		return err
+	case err != nil:
+		rt.report.Report("start-up (migration and secret check), retried in the background", err)
+		a.bg.Add(1)
+		go a.retryPrepare(ctx, rt)
 	}
 	a.bg.Add(2)
 	go a.purgeObjects(ctx, rt.store)
@@ -287,233 +271,24 @@ func (a *App) Start() error {
 	return nil
 }
 
-// LastUsedInterval is how often the times keys were last used are written
-// to the store: "last used" is accurate to within this much.
-const LastUsedInterval = 30 * time.Second
-
-// writeLastUsed writes the gathered last-used times in batches, and once
-// more when the app stops.
-func (a *App) writeLastUsed(ctx context.Context, rt *runtime) {
-	defer a.bg.Done()
-	t := time.NewTicker(LastUsedInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			a.flushLastUsed(context.Background(), rt)
-			return
-		case <-t.C:
-			a.flushLastUsed(ctx, rt)
-		}
-	}
-}
-
-func (a *App) flushLastUsed(ctx context.Context, rt *runtime) {
-	used := rt.usage.Drain()
-	if len(used) == 0 {
-		return
-	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := rt.store.TouchKeys(wctx, used); err != nil {
-		rt.usage.Restore(used) // next time
-		a.logger.Warn("recording when keys were last used failed; will retry", zap.Error(err), zap.Int("keys", len(used)))
-	}
-}
-
-// purgeObjects forgets, hourly, the objects not seen within the retention.
-// Every instance of a fleet does it; the deletes are idempotent.
-func (a *App) purgeObjects(ctx context.Context, st store.Store) {
-	defer a.bg.Done()
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		pctx, cancel := context.WithTimeout(ctx, time.Minute)
-		n, err := st.PurgeObjects(pctx, time.Now().Add(-time.Duration(a.ObjectRetention)))
-		cancel()
-		switch {
-		case err != nil && ctx.Err() == nil:
-			a.logger.Warn("purging expired objects failed", zap.Error(err))
-		case n > 0:
-			a.logger.Info("purged expired objects", zap.Int64("count", n))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// open builds or shares the runtime. The command line uses it too, without
-// following the fleet's key events.
-func (a *App) open(follow bool) (*runtime, error) {
-	st, err := a.storeMod.Open()
-	if err != nil {
-		return nil, err
-	}
-	secret := a.secret
-	if secret == nil {
-		if secret, err = loadOrCreateSecret(filepath.Join(caddy.AppDataDir(), "keygate", "secret")); err != nil {
-			return nil, err
-		}
-	}
-	kr, err := keys.NewKeyring(secret)
-	if err != nil {
-		return nil, fmt.Errorf("keygate secret: %w", err)
-	}
-	cfg := cache.Config{
-		Size:         a.CacheSize,
-		TTL:          time.Duration(a.CacheTTL),
-		NegativeTTL:  time.Duration(a.NegativeTTL),
-		FetchTimeout: time.Duration(a.StoreTimeout),
-	}
-	fs, fleetStore := st.(store.FleetStore)
-	ld, listens := a.storeMod.(interface{ ListenDSN() string })
-	follow = follow && fleetStore && listens
-	if follow {
-		cfg.StaleBound = time.Duration(a.StaleBound)
-	}
-	listenDSN := ""
-	if follow {
-		listenDSN = ld.ListenDSN()
-	}
-	limits := auth.Limits{UnknownLookups: max(a.UnknownKeyLookups, 0), ClientRefusals: max(a.ClientRefusals, 0)}
-	a.rtKey = fmt.Sprintf("%s|%x|%+v|%+v|%v|%x", a.storeMod.ID(), sha256.Sum256(secret), cfg, limits, a.ObjectRetention, sha256.Sum256([]byte(listenDSN)))
-	v, _, err := runtimes.LoadOrNew(a.rtKey, func() (caddy.Destructor, error) {
-		usage := auth.NewUsage()
-		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: st.LookupKey, Cache: cfg, ObserveLookup: observeLookup, Usage: usage, Limits: limits})
-		if err != nil {
-			return nil, err
-		}
-		// A recorded object is written again at most daily, which keeps it
-		// within its retention while it is in use.
-		objects, err := scope.NewObjects(st, cfg.Size, min(24*time.Hour, time.Duration(a.ObjectRetention)/2))
-		if err != nil {
-			return nil, err
-		}
-		rt := &runtime{
-			store:    st,
-			usage:    usage,
-			verifier: verifier,
-			manager:  &auth.Manager{Store: st, Keyring: kr, Verifier: verifier},
-			objects:  objects,
-			// The runtime outlives this config: not the config's logger,
-			// whose writer a later config may close.
-			report: health.NewReporter(health.ReporterConfig{Logger: caddy.Log().Named("keygate"), Diagnose: diagnose(st)}),
-		}
-		ready := health.CheckerConfig{Check: st.Ready, Diagnose: st.Diagnose, Timeout: cfg.FetchTimeout}
-		if follow {
-			if rt.follower, err = a.newFollower(fs, listenDSN, verifier, rt.report); err != nil {
-				return nil, err
-			}
-			ready.Follower = rt.follower
-			// The follower needs the store until it has stopped, which may
-			// be after the config's store module has released its share.
-			if _, err := sharedStore(a.storeMod.ID(), func() (store.Store, error) { return st, nil }); err != nil {
-				return nil, err
-			}
-			rt.storeID = a.storeMod.ID()
-			var ctx context.Context
-			ctx, rt.stop = context.WithCancel(context.Background()) // outlives this config, like the runtime
-			rt.done = make(chan struct{})
-			go func() { defer close(rt.done); rt.follower.Run(ctx) }()
-		}
-		rt.ready = health.NewChecker(ready)
-		return rt, nil
-	})
-	if err != nil {
-		a.rtKey = ""
-		return nil, err
-	}
-	return v.(*runtime), nil
-}
-
-// diagnose explains the errors of a key check: the store's, and the
-// spent budget of lookups for unknown keys.
-func diagnose(st store.Store) func(error) store.Diagnosis {
-	return func(err error) store.Diagnosis {
-		if errors.Is(err, auth.ErrLookupBudget) {
-			return store.Diagnosis{
-				Kind:   "unknown_key_flood",
-				Cause:  "more well-formed keys that do not exist arrive than unknown_key_lookups allows: keys not in the cache get 503 until the budget refills",
-				Fix:    "find the clients sending them (client_refusals throttles each one); raise unknown_key_lookups if they are legitimate",
-				Detail: err.Error(),
-			}
-		}
-		return st.Diagnose(err)
-	}
-}
-
-// newFollower makes the follower of the fleet's key events for this
-// instance, identified by host, process and a random suffix.
-func (a *App) newFollower(fs store.FleetStore, listenDSN string, v *auth.Verifier, report *health.Reporter) (*fleet.Follower, error) {
-	host, _ := os.Hostname()
-	suffix, err := keys.NewID("inst")
-	if err != nil {
-		return nil, err
-	}
-	return fleet.New(fleet.Config{
-		Store:      fs,
-		ListenDSN:  listenDSN,
-		Cache:      v,
-		InstanceID: suffix,
-		Address:    fmt.Sprintf("%s pid %d", host, os.Getpid()),
-		Heartbeat:  Heartbeat,
-		Keepalive:  max(time.Duration(a.StaleBound)/3, 100*time.Millisecond),
-		// The follower outlives this config: not the config's logger,
-		// whose writer a later config may close.
-		Logger:     caddy.Log().Named("keygate.fleet"),
-		ObserveLag: func(d time.Duration) { revocationLag.Observe(d.Seconds()) },
-		Report:     func(err error) { report.Report("key event listener", err) },
-	})
-}
-
-// Receipt says on how many live instances the key event of a create or
-// delete has taken effect. ok is false for a store without a fleet, where
-// the change took effect on this instance before it returned.
-func (a *App) Receipt(ctx context.Context, k store.Key) (r fleet.Receipt, ok bool, err error) {
-	rt := a.rt.Load()
-	if rt == nil || rt.follower == nil || k.Seq == 0 {
-		return fleet.Receipt{}, false, nil
-	}
-	r, err = fleet.ReceiptOf(ctx, rt.store.(store.FleetStore), k.Seq, 3*Heartbeat)
-	return r, true, err
-}
-
-// Instances lists the live instances of the fleet, or nil for a store
-// without one.
-func (a *App) Instances(ctx context.Context) ([]store.Instance, error) {
-	rt := a.rt.Load()
-	if rt == nil || rt.follower == nil {
-		return nil, nil
-	}
-	return rt.store.(store.FleetStore).ListInstances(ctx, time.Now().Add(-3*Heartbeat))
-}
-
-func migrateOnce(ctx context.Context, st store.Store) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return st.Migrate(ctx)
-}
-
-func (a *App) retryMigrate(ctx context.Context, rt *runtime) {
-	defer a.bg.Done()
-	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
+// prepare migrates the store (when the app does) and checks the secrets.
+func (a *App) prepare(ctx context.Context, rt *runtime) error {
+	if a.Migrate == "auto" {
 		if err := migrateOnce(ctx, rt.store); err != nil {
-			if ctx.Err() == nil {
-				rt.report.Report("migration, retried in the background", err)
-			}
-			continue
+			return err
 		}
-		a.logger.Info("keygate store migrated")
-		return
 	}
+	check, err := rt.checkSecrets(ctx, a.storeMod.Local())
+	if err != nil {
+		return err
+	}
+	if check.Adopted > 0 {
+		a.logger.Info("recorded which secret made the keys stored before keygate recorded it", zap.Int64("keys", check.Adopted))
+	}
+	for _, fp := range check.Unused {
+		a.logger.Warn("a previous secret made no key left in the store: remove it from previous_secrets", zap.String("fingerprint", fp))
+	}
+	return nil
 }
 
 // Stop ends the app's background work.

@@ -29,6 +29,7 @@ func init() {
 //	keygate {
 //		store postgres <dsn> | store sqlite [<path>]
 //		secret        <secret>
+//		previous_secrets <secret>...
 //		cache_size    <entries>
 //		cache_ttl     <duration>
 //		negative_ttl  <duration>
@@ -74,6 +75,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&a.Secret) {
 				return d.Errf("secret takes one value, for example: secret {env.KEYGATE_SECRET}")
 			}
+		case "previous_secrets":
+			prev := d.RemainingArgs()
+			if len(prev) == 0 {
+				return d.Errf("previous_secrets takes one or more secrets being rotated out, for example: previous_secrets {env.KEYGATE_PREVIOUS_SECRET}")
+			}
+			a.PreviousSecrets = append(a.PreviousSecrets, prev...)
 		case "cache_size":
 			var v string
 			if !d.AllArgs(&v) {
@@ -117,7 +124,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("migrate takes auto or off")
 			}
 		default:
-			return caddyconf.UnknownOption(d, "keygate global option", "store", "secret", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "unknown_key_lookups", "client_refusals", "migrate")
+			return caddyconf.UnknownOption(d, "keygate global option", "store", "secret", "previous_secrets", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "unknown_key_lookups", "client_refusals", "migrate")
 		}
 	}
 	return nil

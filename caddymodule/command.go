@@ -19,7 +19,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "keygate",
-		Short: "Operator commands for keygate: migrate, accounts, members, bootstrap keys",
+		Short: "Operator commands for keygate: migrate, accounts, members, bootstrap keys, secret rotation",
 		Long: `
 Manages keygate's store as configured in the keygate global option of the
 Caddyfile (or JSON config) given with --config; without one, the embedded
@@ -38,7 +38,8 @@ the actor. There is deliberately no command to delete a key.
 				Use:   "migrate",
 				Short: "Applies pending schema migrations (safe to run from several hosts at once)",
 				Args:  cobra.NoArgs,
-				RunE: withStore(func(ctx context.Context, op *operation, cmd *cobra.Command) error {
+				// Migrating needs no secret: it must work before one is right.
+				RunE: withStoreFor(storeUse{timeout: time.Minute}, func(ctx context.Context, op *operation, cmd *cobra.Command) error {
 					if err := op.rt.store.Migrate(ctx); err != nil {
 						return err
 					}
@@ -46,7 +47,7 @@ the actor. There is deliberately no command to delete a key.
 					return nil
 				}),
 			})
-			cmd.AddCommand(accountCommand(), memberCommand(), keyCommand())
+			cmd.AddCommand(accountCommand(), memberCommand(), keyCommand(), secretCommand())
 		},
 	})
 }

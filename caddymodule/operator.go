@@ -40,6 +40,19 @@ type operation struct {
 // standard error which store it opened, and nothing of Caddy's own
 // logging unless --verbose.
 func withStore(f func(ctx context.Context, op *operation, cmd *cobra.Command) error) func(*cobra.Command, []string) error {
+	return withStoreFor(storeUse{timeout: time.Minute, checkSecrets: true}, f)
+}
+
+// storeUse says how a command uses the store.
+type storeUse struct {
+	timeout time.Duration // how long the command may take
+	// checkSecrets refuses to run with secrets that did not make the
+	// store's keys, as the app refuses to start.
+	checkSecrets bool
+}
+
+// withStoreFor is withStore for a command with its own needs.
+func withStoreFor(use storeUse, f func(ctx context.Context, op *operation, cmd *cobra.Command) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, _ []string) error {
 		cmd.SilenceUsage = true
 		configFile, _ := cmd.Flags().GetString("config")
@@ -76,11 +89,20 @@ func withStore(f func(ctx context.Context, op *operation, cmd *cobra.Command) er
 			return err
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "keygate store: %s\n", app.storeMod.Describe())
-		ctx, stop := context.WithTimeout(context.Background(), time.Minute)
+		ctx, stop := context.WithTimeout(context.Background(), use.timeout)
 		defer stop()
 		if app.Migrate == "auto" { // as the app does when it starts
 			if err := rt.store.Migrate(ctx); err != nil {
 				return err
+			}
+		}
+		if use.checkSecrets {
+			check, err := rt.checkSecrets(ctx, app.storeMod.Local())
+			if err != nil {
+				return err
+			}
+			for _, fp := range check.Unused {
+				fmt.Fprintf(cmd.ErrOrStderr(), "keygate: previous secret %s made no key left in the store: remove it from previous_secrets\n", fp)
 			}
 		}
 		return f(ctx, &operation{rt: rt, inboxes: cfg.inboxes, stderr: cmd.ErrOrStderr()}, cmd)

@@ -32,11 +32,15 @@ type NewKey struct {
 	ServerID  string // for a Restricted key
 }
 
-// CreateKey makes a key, stores it and returns it with its plaintext, which
-// the caller shows once to its owner. The cache forgets the digest, so that
-// a lookup of this key that was cached as unknown does not outlive the
-// creation.
+// CreateKey makes a key with the store's current secret, stores it and
+// returns it with its plaintext, which the caller shows once to its owner.
+// The cache forgets the key's digest, so that a lookup of this key that
+// was cached as unknown does not outlive the creation.
 func (m *Manager) CreateKey(ctx context.Context, nk NewKey, by Actor) (store.Key, keys.Key, error) {
+	secret, err := maker(ctx, m.Store, m.Keyring)
+	if err != nil {
+		return store.Key{}, "", fmt.Errorf("creating key: %w", err)
+	}
 	plain, err := keys.New()
 	if err != nil {
 		return store.Key{}, "", fmt.Errorf("creating key: %w", err)
@@ -45,7 +49,7 @@ func (m *Manager) CreateKey(ctx context.Context, nk NewKey, by Actor) (store.Key
 	if err != nil {
 		return store.Key{}, "", fmt.Errorf("creating key: %w", err)
 	}
-	sealed, err := m.Keyring.Seal(plain, nk.AccountID, id)
+	sealed, err := secret.Seal(plain, nk.AccountID, id)
 	if err != nil {
 		return store.Key{}, "", fmt.Errorf("creating key: %w", err)
 	}
@@ -56,27 +60,29 @@ func (m *Manager) CreateKey(ctx context.Context, nk NewKey, by Actor) (store.Key
 		Type:      nk.Type,
 		ServerID:  nk.ServerID,
 		Display:   plain.Display(),
-		Digest:    m.Keyring.Digest([]byte(plain)),
+		Digest:    secret.Digest([]byte(plain)),
 		Sealed:    sealed,
+		Secret:    secret.Fingerprint(),
 		CreatedBy: by.UserID,
 	}
 	k, err = m.Store.CreateKey(ctx, k, m.event(store.ActionCreate, k, by))
 	if err != nil {
 		return store.Key{}, "", err
 	}
-	m.Verifier.Forget(k.Digest)
+	m.Verifier.Forget(m.Keyring.Digest([]byte(plain))) // the cache's key: the current secret's digest
 	return k, plain, nil
 }
 
-// RevealKey opens a key's sealed copy and records that it was revealed.
+// RevealKey opens a key's sealed copy, under whichever configured secret
+// made it, and records that it was revealed.
 func (m *Manager) RevealKey(ctx context.Context, accountID, keyID string, by Actor) (store.Key, keys.Key, error) {
 	k, err := m.Store.GetKey(ctx, accountID, keyID)
 	if err != nil {
 		return store.Key{}, "", fmt.Errorf("revealing key: %w", err)
 	}
-	plain, err := m.Keyring.Open(k.Sealed, k.AccountID, k.ID)
+	plain, _, err := m.Keyring.Open(k.Sealed, k.AccountID, k.ID, k.Secret)
 	if err != nil {
-		return store.Key{}, "", fmt.Errorf("revealing key %s: %w", k.ID, err)
+		return store.Key{}, "", fmt.Errorf("revealing key %s (made with secret %q; this instance has %s): %w", k.ID, k.Secret, describeKeyring(m.Keyring), err)
 	}
 	if err := m.Store.AppendAudit(ctx, m.event(store.ActionReveal, k, by)); err != nil {
 		return store.Key{}, "", fmt.Errorf("revealing key: %w", err)
@@ -85,14 +91,14 @@ func (m *Manager) RevealKey(ctx context.Context, accountID, keyID string, by Act
 	return k, plain, nil
 }
 
-// DeleteKey revokes a key for good. The cache forgets it before DeleteKey
-// returns, so the next request with it is refused.
+// DeleteKey revokes a key for good. The cache forgets it, by id, before
+// DeleteKey returns, so the next request with it is refused.
 func (m *Manager) DeleteKey(ctx context.Context, accountID, keyID string, by Actor) (store.Key, error) {
 	k, err := m.Store.DeleteKey(ctx, accountID, keyID, m.event(store.ActionDelete, store.Key{ID: keyID, AccountID: accountID}, by))
 	if err != nil {
 		return store.Key{}, fmt.Errorf("deleting key: %w", err)
 	}
-	m.Verifier.Forget(k.Digest)
+	m.Verifier.ForgetKey(k.ID)
 	return k, nil
 }
 

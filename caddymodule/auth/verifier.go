@@ -110,8 +110,15 @@ type VerifierConfig struct {
 
 // A Verifier answers whether a request's Authorization header carries a
 // live key. It is safe for concurrent use.
+//
+// Keys are cached under their digest by the current secret, whichever
+// secret the store holds them under, so that a key behaves the same
+// before, during and after a rotation re-keys it; a deletion is applied by
+// key id (ForgetKey), which does not depend on the secret either.
 type Verifier struct {
 	keyring *keys.Keyring
+	lookup  Lookup
+	observe func(d time.Duration, err error)
 	cache   *cache.Cache[keys.Digest, *Identity]
 	usage   *Usage
 	limits  *limiter
@@ -124,25 +131,8 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Keyring == nil || cfg.Lookup == nil {
 		return nil, errors.New("verifier needs a keyring and a lookup")
 	}
-	fetch := func(ctx context.Context, d keys.Digest) (*Identity, bool, error) {
-		start := time.Now()
-		si, err := cfg.Lookup(ctx, d)
-		if cfg.ObserveLookup != nil {
-			obsErr := err
-			if errors.Is(err, store.ErrNotFound) {
-				obsErr = nil
-			}
-			cfg.ObserveLookup(time.Since(start), obsErr)
-		}
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return nil, false, nil
-		case err != nil:
-			return nil, false, err
-		}
-		return newIdentity(si), true, nil
-	}
-	c, err := cache.New(cfg.Cache, fetch)
+	v := &Verifier{keyring: cfg.Keyring, lookup: cfg.Lookup, observe: cfg.ObserveLookup, usage: cfg.Usage}
+	c, err := cache.NewTagged(cfg.Cache, v.fetch, func(id *Identity) string { return id.KeyID })
 	if err != nil {
 		return nil, fmt.Errorf("creating key cache: %w", err)
 	}
@@ -150,7 +140,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating key limits: %w", err)
 	}
-	v := &Verifier{keyring: cfg.Keyring, cache: c, usage: cfg.Usage, limits: limits}
+	v.cache, v.limits = c, limits
 	v.bufs.New = func() any { return new([maxBasicLen]byte) }
 	return v, nil
 }
@@ -189,7 +179,13 @@ func (v *Verifier) VerifyFrom(ctx context.Context, authorization []string, clien
 	}
 	if !cached {
 		var err error
-		id, found, o, err = v.cache.Load(ctx, d)
+		if len(v.keyring.Secrets()) == 1 {
+			id, found, o, err = v.cache.Load(ctx, d)
+		} else {
+			id, found, o, err = v.cache.LoadWith(ctx, d, func(ctx context.Context, d keys.Digest) (*Identity, bool, error) {
+				return v.fetchAll(ctx, d, key)
+			})
+		}
 		v.limits.looked(err == nil && !found)
 		if err != nil {
 			return Decision{Result: Unavailable, Cache: o, Cached: true, Err: err}
@@ -204,6 +200,41 @@ func (v *Verifier) VerifyFrom(ctx context.Context, authorization []string, clien
 	return Decision{Result: Allowed, Identity: id, Cache: o, Cached: true}
 }
 
+// fetch looks a digest up in the store.
+func (v *Verifier) fetch(ctx context.Context, d keys.Digest) (*Identity, bool, error) {
+	start := time.Now()
+	si, err := v.lookup(ctx, d)
+	if v.observe != nil {
+		obsErr := err
+		if errors.Is(err, store.ErrNotFound) {
+			obsErr = nil
+		}
+		v.observe(time.Since(start), obsErr)
+	}
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
+	}
+	return newIdentity(si), true, nil
+}
+
+// fetchAll looks a key up under its current digest d and, failing that,
+// under each previous secret's: until a rotation has re-keyed it, the
+// store holds a key under the secret that made it.
+func (v *Verifier) fetchAll(ctx context.Context, d keys.Digest, key []byte) (*Identity, bool, error) {
+	for i, s := range v.keyring.Secrets() {
+		if i > 0 {
+			d = s.Digest(key)
+		}
+		if id, found, err := v.fetch(ctx, d); found || err != nil {
+			return id, found, err
+		}
+	}
+	return nil, false, nil
+}
+
 // refuse counts a refusal against the client, unless it is throttled
 // already: then it is told so, and when it may try again.
 func (v *Verifier) refuse(client string, d Decision) Decision {
@@ -214,9 +245,17 @@ func (v *Verifier) refuse(client string, d Decision) Decision {
 	return d
 }
 
-// Forget drops what the cache knows of a digest: call it after the store
-// created or deleted the key with that digest.
+// Forget drops what the cache knows of a key by its digest under the
+// current secret: call it after the store created the key, which may have
+// been cached as unknown.
 func (v *Verifier) Forget(d keys.Digest) { v.cache.Invalidate(d) }
+
+// ForgetKey drops a key from the cache by its id: call it after the store
+// deleted the key, whichever secret's digest it was found under.
+func (v *Verifier) ForgetKey(keyID string) { v.cache.InvalidateTag(keyID) }
+
+// Keyring returns the keyring the Verifier digests keys with.
+func (v *Verifier) Keyring() *keys.Keyring { return v.keyring }
 
 // ForgetAll empties the cache.
 func (v *Verifier) ForgetAll() { v.cache.Purge() }

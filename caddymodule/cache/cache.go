@@ -1,6 +1,8 @@
 // Package cache is a loading LRU cache with positive and negative entries,
 // per-kind TTLs, one fill for concurrent misses of a key, and a guard that
 // keeps a fill racing an invalidation from putting stale data back.
+// Positive entries may carry a tag (an API key's id) by which they can be
+// invalidated too, whatever their cache key.
 //
 // Positive and negative entries live in LRUs of their own, so that a flood
 // of keys that do not exist evicts only other negative entries, never a
@@ -62,10 +64,12 @@ type Cache[K comparable, V any] struct {
 	lru   *lru.Cache[K, entry[V]] // positive entries
 	neg   *lru.Cache[K, entry[V]] // negative entries
 	now   func() time.Time        // a seam for tests
+	tag   func(V) string          // nil: untagged
 
 	mu      sync.Mutex
 	flights map[K]*flight[V]
-	epoch   uint64 // counts invalidations; a fill started in an older epoch is not stored
+	epoch   uint64       // counts invalidations; a fill started in an older epoch is not stored
+	tagged  map[string]K // the positive entry of each tag; kept by the positive LRU's eviction callback, under mu
 
 	distrusted atomic.Int64 // unix nanoseconds since when invalidations may be missed; 0: none
 }
@@ -87,18 +91,38 @@ type flight[V any] struct {
 
 // New returns a cache that fills itself with fetch.
 func New[K comparable, V any](cfg Config, fetch Fetch[K, V]) (*Cache[K, V], error) {
+	return NewTagged(cfg, fetch, nil)
+}
+
+// NewTagged returns a cache whose positive entries can also be invalidated
+// by tag(value) (InvalidateTag): when what a value stands for can be
+// reached by several cache keys, such as a key found under a previous
+// secret, and a change names the value, not the key.
+func NewTagged[K comparable, V any](cfg Config, fetch Fetch[K, V], tag func(V) string) (*Cache[K, V], error) {
 	if cfg.Size <= 0 || cfg.TTL <= 0 || cfg.NegativeTTL <= 0 || cfg.FetchTimeout <= 0 {
 		return nil, errors.New("cache size, TTLs and fetch timeout must be positive")
 	}
-	l, err := lru.New[K, entry[V]](cfg.Size)
+	c := &Cache[K, V]{cfg: cfg, fetch: fetch, now: time.Now, tag: tag, flights: make(map[K]*flight[V])}
+	var err error
+	if tag == nil {
+		c.lru, err = lru.New[K, entry[V]](cfg.Size)
+	} else {
+		c.tagged = make(map[string]K)
+		// Every change to the positive LRU happens under mu, and the
+		// callback runs inside it: the tag map needs no lock of its own.
+		c.lru, err = lru.NewWithEvict(cfg.Size, func(k K, e entry[V]) {
+			if t := tag(e.v); c.tagged[t] == k {
+				delete(c.tagged, t)
+			}
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
-	neg, err := lru.New[K, entry[V]](cfg.Size)
-	if err != nil {
+	if c.neg, err = lru.New[K, entry[V]](cfg.Size); err != nil {
 		return nil, err
 	}
-	return &Cache[K, V]{cfg: cfg, fetch: fetch, lru: l, neg: neg, now: time.Now, flights: make(map[K]*flight[V])}, nil
+	return c, nil
 }
 
 // Load returns the value of k from the cache or, on a miss or an expired
@@ -106,6 +130,13 @@ func New[K comparable, V any](cfg Config, fetch Fetch[K, V]) (*Cache[K, V], erro
 // returned to every caller of that fetch and not cached. Load allocates
 // nothing on a hit.
 func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome, err error) {
+	return c.LoadWith(ctx, k, c.fetch)
+}
+
+// LoadWith is Load with this call's own fetch, for a caller that knows
+// more about k than k itself (a key's digests under previous secrets). A
+// caller that joins a fill in flight shares that fill's fetch.
+func (c *Cache[K, V]) LoadWith(ctx context.Context, k K, fetch Fetch[K, V]) (v V, found bool, o Outcome, err error) {
 	if v, found, o, ok := c.Cached(k); ok {
 		return v, found, o, nil
 	}
@@ -139,7 +170,7 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 	// may have changed while it was answered.
 	start := c.now()
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FetchTimeout)
-	f.v, f.found, f.err = c.fetch(fctx, k)
+	f.v, f.found, f.err = fetch(fctx, k)
 	cancel()
 
 	c.mu.Lock()
@@ -152,7 +183,11 @@ func (c *Cache[K, V]) Load(ctx context.Context, k K) (v V, found bool, o Outcome
 	if f.err == nil && f.epoch == c.epoch {
 		if f.found {
 			c.neg.Remove(k)
+			c.lru.Remove(k) // an entry of another tag must not keep its tag
 			c.lru.Add(k, entry[V]{v: f.v, found: true, filled: start.UnixNano(), expires: start.Add(c.cfg.TTL).UnixNano()})
+			if c.tag != nil {
+				c.tagged[c.tag(f.v)] = k
+			}
 		} else {
 			c.lru.Remove(k) // an expired entry of a key since deleted
 			c.neg.Add(k, entry[V]{filled: start.UnixNano(), expires: start.Add(c.cfg.NegativeTTL).UnixNano()})
@@ -233,6 +268,18 @@ func (c *Cache[K, V]) Invalidate(k K) {
 	delete(c.flights, k) // later callers start a fresh fill instead of joining a stale one
 	c.lru.Remove(k)
 	c.neg.Remove(k)
+	c.mu.Unlock()
+}
+
+// InvalidateTag drops the positive entry tagged tag (see NewTagged) and,
+// like Invalidate, makes every fill in flight discard its answer.
+func (c *Cache[K, V]) InvalidateTag(tag string) {
+	c.mu.Lock()
+	c.epoch++
+	if k, ok := c.tagged[tag]; ok {
+		delete(c.flights, k)
+		c.lru.Remove(k)
+	}
 	c.mu.Unlock()
 }
 

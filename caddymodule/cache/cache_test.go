@@ -443,3 +443,87 @@ func TestEntryAgeCountsFromTheQuery(t *testing.T) {
 	clk.Advance(2500 * time.Millisecond)
 	mustLoad(t, c, "a", 1, true, Miss) // t0+5.5s: past the bound from the query's start
 }
+
+// newTagged is newTest with values tagged by their value: "a" and "b"
+// holding the same number stand for the same thing.
+func newTagged(t *testing.T, cfg Config) (*Cache[string, int], *source) {
+	t.Helper()
+	src := &source{data: map[string]int{"a": 1, "b": 2, "a2": 1}}
+	c, err := NewTagged(cfg, src.fetch, func(v int) string { return fmt.Sprint(v) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, src
+}
+
+func TestInvalidateTag(t *testing.T) {
+	c, src := newTagged(t, testConfig)
+	mustLoad(t, c, "a", 1, true, Miss)
+	mustLoad(t, c, "b", 2, true, Miss)
+	src.set("a", 0, false)
+	c.InvalidateTag("1")
+	mustLoad(t, c, "a", 0, false, Miss)
+	mustLoad(t, c, "b", 2, true, Hit)
+	c.InvalidateTag("nothing") // unknown tags are fine
+	mustLoad(t, c, "b", 2, true, Hit)
+}
+
+func TestInvalidateTagDuringFillIsNotUndone(t *testing.T) {
+	c, src := newTagged(t, testConfig)
+	gate := make(chan struct{})
+	src.gate = gate
+	src.entered = make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Load(context.Background(), "a")
+	}()
+	<-src.entered
+	src.set("a", 0, false)
+	c.InvalidateTag("1") // the fill has no entry yet: only the epoch can stop it
+	close(gate)
+	<-done
+	src.setGate(nil)
+	mustLoad(t, c, "a", 0, false, Miss)
+}
+
+func TestTagsFollowEvictions(t *testing.T) {
+	cfg := testConfig
+	cfg.Size = 8
+	c, src := newTagged(t, cfg)
+	for i := range 100 {
+		src.set(fmt.Sprint("k", i), 100+i, true)
+		mustLoad(t, c, fmt.Sprint("k", i), 100+i, true, Miss)
+	}
+	c.Invalidate("k99")
+	c.mu.Lock()
+	n := len(c.tagged)
+	c.mu.Unlock()
+	if n != cfg.Size-1 {
+		t.Fatalf("%d tags kept for %d entries", n, c.lru.Len())
+	}
+	// A cache key whose value changes tag keeps only the new tag.
+	mustLoad(t, c, "a", 1, true, Miss)
+	src.set("a", 5, true)
+	c.Invalidate("a")
+	mustLoad(t, c, "a", 5, true, Miss)
+	c.InvalidateTag("1")
+	mustLoad(t, c, "a", 5, true, Hit)
+	c.Purge()
+	if len(c.tagged) != 0 {
+		t.Fatalf("%d tags kept after Purge", len(c.tagged))
+	}
+}
+
+func TestLoadWith(t *testing.T) {
+	c, src, _ := newTest(t, testConfig)
+	other := func(ctx context.Context, k string) (int, bool, error) { return 42, true, nil }
+	v, found, o, err := c.LoadWith(context.Background(), "x", other)
+	if err != nil || !found || v != 42 || o != Miss {
+		t.Fatalf("LoadWith = %d, %v, %v, %v", v, found, o, err)
+	}
+	mustLoad(t, c, "x", 42, true, Hit)
+	if src.calls.Load() != 0 {
+		t.Fatal("LoadWith used the cache's own fetch")
+	}
+}

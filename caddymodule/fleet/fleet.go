@@ -25,6 +25,7 @@ import (
 // Cache is what the follower keeps in step: auth.Verifier.
 type Cache interface {
 	Forget(keys.Digest)
+	ForgetKey(keyID string)
 	ForgetAll()
 	Distrust(since time.Time)
 	Trust()
@@ -38,6 +39,10 @@ type Config struct {
 	// Instance identifies this instance to the fleet.
 	InstanceID string
 	Address    string
+	// Secrets are the fingerprints of the secrets this instance has, its
+	// current one first, reported so that a rotation can tell whether
+	// every live instance has the secret it makes current.
+	Secrets []string
 	// Heartbeat is how often the instance reports itself. Default: 2s.
 	Heartbeat time.Duration
 	// Keepalive is how long the listener may stay silent before its
@@ -195,7 +200,7 @@ func (f *Follower) catchUp(ctx context.Context) error {
 		}
 		if int64(len(evs)) >= last-applied && len(evs) > 0 && evs[0].Seq == applied+1 {
 			for _, ev := range evs[:last-applied] {
-				f.cfg.Cache.Forget(ev.Digest)
+				f.apply(ev)
 			}
 		} else {
 			f.cfg.Logger.Warn("key events since the last applied one are gone; emptying the key cache",
@@ -219,8 +224,7 @@ func (f *Follower) event(ctx context.Context, ev store.KeyEvent) error {
 	case ev.Seq != applied+1:
 		return f.catchUp(ctx) // it includes ev
 	}
-	// Creations evict a cached "unknown", deletions a cached key.
-	f.cfg.Cache.Forget(ev.Digest)
+	f.apply(ev)
 	now := time.Now()
 	f.applied.Store(ev.Seq)
 	f.appliedAt.Store(now.UnixNano())
@@ -229,6 +233,16 @@ func (f *Follower) event(ctx context.Context, ev store.KeyEvent) error {
 	}
 	f.signal()
 	return nil
+}
+
+// apply makes the cache follow one key event: a creation evicts a cached
+// "unknown", a deletion the key, by id, as it may be cached under a
+// digest other than the stored one (made with another secret).
+func (f *Follower) apply(ev store.KeyEvent) {
+	f.cfg.Cache.Forget(ev.Digest)
+	if ev.Op == store.OpDelete && ev.KeyID != "" {
+		f.cfg.Cache.ForgetKey(ev.KeyID)
+	}
 }
 
 // signal asks for a heartbeat now: the receipt of an applied event.
@@ -272,6 +286,7 @@ func (f *Follower) heartbeat(ctx context.Context) {
 		ListenerUp: f.up.Load(),
 		AppliedSeq: max(f.applied.Load(), 0),
 		StartedAt:  f.started,
+		Secrets:    f.cfg.Secrets,
 	}
 	if ns := f.appliedAt.Load(); ns != 0 {
 		in.AppliedAt = time.Unix(0, ns)

@@ -20,14 +20,20 @@ import (
 type cacheLog struct {
 	mu         sync.Mutex
 	forgot     []keys.Digest
+	forgotKeys []string
 	forgotAll  int
 	distrusted bool
 }
 
 func (c *cacheLog) Forget(d keys.Digest) { c.mu.Lock(); c.forgot = append(c.forgot, d); c.mu.Unlock() }
-func (c *cacheLog) ForgetAll()           { c.mu.Lock(); c.forgotAll++; c.mu.Unlock() }
-func (c *cacheLog) Distrust(time.Time)   { c.mu.Lock(); c.distrusted = true; c.mu.Unlock() }
-func (c *cacheLog) Trust()               { c.mu.Lock(); c.distrusted = false; c.mu.Unlock() }
+func (c *cacheLog) ForgetKey(id string) {
+	c.mu.Lock()
+	c.forgotKeys = append(c.forgotKeys, id)
+	c.mu.Unlock()
+}
+func (c *cacheLog) ForgetAll()         { c.mu.Lock(); c.forgotAll++; c.mu.Unlock() }
+func (c *cacheLog) Distrust(time.Time) { c.mu.Lock(); c.distrusted = true; c.mu.Unlock() }
+func (c *cacheLog) Trust()             { c.mu.Lock(); c.distrusted = false; c.mu.Unlock() }
 
 func (c *cacheLog) state() (forgot []keys.Digest, all int, distrusted bool) {
 	c.mu.Lock()

@@ -2,6 +2,8 @@ package keys
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"hash/crc32"
 	"regexp"
@@ -158,7 +160,7 @@ func TestKeyringRoundTrip(t *testing.T) {
 	if bytes.Contains(sealed, []byte(k)) {
 		t.Fatal("sealed copy contains the key")
 	}
-	got, err := kr.Open(sealed, "acct_1", "key_1")
+	got, err := kr.Current().Open(sealed, "acct_1", "key_1")
 	if err != nil || got != k {
 		t.Fatalf("Open = %v, %v", got, err)
 	}
@@ -177,15 +179,15 @@ func TestKeyringTamper(t *testing.T) {
 	flipped := bytes.Clone(sealed)
 	flipped[len(flipped)-1] ^= 1
 	cases := map[string]func() (Key, error){
-		"other key id":   func() (Key, error) { return kr.Open(sealed, "acct_1", "key_2") },
-		"other account":  func() (Key, error) { return kr.Open(sealed, "acct_2", "key_1") },
-		"ids shifted":    func() (Key, error) { return kr.Open(sealed, "acct_1k", "ey_1") },
-		"flipped bit":    func() (Key, error) { return kr.Open(flipped, "acct_1", "key_1") },
-		"truncated":      func() (Key, error) { return kr.Open(sealed[:10], "acct_1", "key_1") },
-		"empty":          func() (Key, error) { return kr.Open(nil, "acct_1", "key_1") },
-		"another secret": func() (Key, error) { return other.Open(sealed, "acct_1", "key_1") },
+		"other key id":   func() (Key, error) { return kr.Current().Open(sealed, "acct_1", "key_2") },
+		"other account":  func() (Key, error) { return kr.Current().Open(sealed, "acct_2", "key_1") },
+		"ids shifted":    func() (Key, error) { return kr.Current().Open(sealed, "acct_1k", "ey_1") },
+		"flipped bit":    func() (Key, error) { return kr.Current().Open(flipped, "acct_1", "key_1") },
+		"truncated":      func() (Key, error) { return kr.Current().Open(sealed[:10], "acct_1", "key_1") },
+		"empty":          func() (Key, error) { return kr.Current().Open(nil, "acct_1", "key_1") },
+		"another secret": func() (Key, error) { return other.Current().Open(sealed, "acct_1", "key_1") },
 		"nonce of another": func() (Key, error) {
-			return kr.Open(append(bytes.Clone(sealed[:12]), sealed[13:]...), "acct_1", "key_1")
+			return kr.Current().Open(append(bytes.Clone(sealed[:12]), sealed[13:]...), "acct_1", "key_1")
 		},
 	}
 	for name, open := range cases {
@@ -271,10 +273,83 @@ func crc32IEEE(b []byte) uint32 { return crc32.ChecksumIEEE(b) }
 func TestDeriveKey(t *testing.T) {
 	kr := newTestKeyring(t, "a-test-secret-that-is-long-enough-000")
 	a, b := kr.DeriveKey("csrf"), kr.DeriveKey("other")
-	if len(a) != 32 || bytes.Equal(a, b) || !bytes.Equal(a, kr.DeriveKey("csrf")) || bytes.Equal(a, kr.hmacKey) {
+	if len(a) != 32 || bytes.Equal(a, b) || !bytes.Equal(a, kr.DeriveKey("csrf")) || bytes.Equal(a, kr.Current().hmacKey) {
 		t.Fatal("DeriveKey is not a deterministic, purpose-bound 32-byte key")
 	}
 	if bytes.Equal(a, newTestKeyring(t, "another-test-secret-long-enough-00000").DeriveKey("csrf")) {
 		t.Fatal("DeriveKey does not depend on the secret")
+	}
+}
+
+func TestKeyringPreviousSecrets(t *testing.T) {
+	oldSecret := []byte("the old secret, 32 bytes or more.....")
+	newSecret := []byte("the new secret, 32 bytes or more.....")
+	before := newTestKeyring(t, string(oldSecret))
+	kr, err := NewKeyring(newSecret, oldSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kr.Fingerprints(); len(got) != 2 || got[0] != kr.Current().Fingerprint() || got[1] != before.Current().Fingerprint() {
+		t.Fatalf("Fingerprints = %v", got)
+	}
+	key, _ := New()
+	// A key made before the rotation: its digest under the previous secret
+	// is the one the old keyring made, and its sealed copy opens.
+	if s, ok := kr.Secret(before.Current().Fingerprint()); !ok || s.Digest([]byte(key)) != before.Digest([]byte(key)) {
+		t.Fatal("the previous secret does not make the old digest")
+	}
+	sealed, _ := before.Seal(key, "acct_1", "key_1")
+	got, by, err := kr.Open(sealed, "acct_1", "key_1", "")
+	if err != nil || got != key || by.Fingerprint() != before.Current().Fingerprint() {
+		t.Fatalf("Open of an old sealed copy = %v, %v", by, err)
+	}
+	// Named with a wrong fingerprint, it still opens under the right one.
+	if got, _, err := kr.Open(sealed, "acct_1", "key_1", kr.Current().Fingerprint()); err != nil || got != key {
+		t.Fatalf("Open with the wrong fingerprint: %v", err)
+	}
+	// A secret the keyring does not have: broken, whatever it is named.
+	stranger := newTestKeyring(t, "a stranger's secret, 32 bytes or more")
+	foreign, _ := stranger.Seal(key, "acct_1", "key_1")
+	if _, _, err := kr.Open(foreign, "acct_1", "key_1", stranger.Current().Fingerprint()); !errors.Is(err, ErrSealBroken) {
+		t.Fatalf("Open of a stranger's sealed copy: %v", err)
+	}
+	if kr.Digest([]byte(key)) == before.Digest([]byte(key)) {
+		t.Fatal("the current secret makes the old digest")
+	}
+}
+
+func TestKeyringRejectsBadPreviousSecrets(t *testing.T) {
+	a := bytes.Repeat([]byte("a"), 32)
+	b := bytes.Repeat([]byte("b"), 32)
+	for name, tc := range map[string]struct {
+		previous [][]byte
+		want     string
+	}{
+		"previous is current": {[][]byte{b, a}, "previous secret 2 is the current secret"},
+		"twice the same":      {[][]byte{b, b}, "previous secrets 1 and 2 are the same secret"},
+		"too short":           {[][]byte{[]byte("short")}, "previous secret 1: secret is 5 bytes"},
+		"too many":            {[][]byte{b, bytes.Repeat([]byte("c"), 32), bytes.Repeat([]byte("d"), 32), bytes.Repeat([]byte("e"), 32)}, "at most 3 are kept"},
+	} {
+		_, err := NewKeyring(a, tc.previous...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	secret := []byte("fingerprint test secret, 32 bytes+")
+	a, b := newTestKeyring(t, string(secret)), newTestKeyring(t, string(secret))
+	fp := a.Current().Fingerprint()
+	if fp != b.Current().Fingerprint() || len(fp) != 16 {
+		t.Fatalf("fingerprint %q is not stable 16 hex characters", fp)
+	}
+	if other := newTestKeyring(t, "another fingerprint test secret, 32+"); other.Current().Fingerprint() == fp {
+		t.Fatal("two secrets share a fingerprint")
+	}
+	// Not a plain hash of the secret: its own HKDF purpose.
+	plain := sha256.Sum256(secret)
+	if strings.HasPrefix(hex.EncodeToString(plain[:]), fp) {
+		t.Fatal("the fingerprint is the secret's SHA-256")
 	}
 }

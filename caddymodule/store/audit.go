@@ -42,14 +42,14 @@ func AuditPage(beforeID int64, limit int) (before int64, n int) {
 // error.
 func ValidateAuditEvent(ev AuditEvent) error {
 	switch ev.Action {
-	case ActionCreate, ActionReveal, ActionDelete:
+	case ActionCreate, ActionReveal, ActionDelete, ActionRotate:
 	default:
 		return fmt.Errorf("%w: unknown audit action %q", ErrInvalid, ev.Action)
 	}
 	if ev.AccountID == "" || ev.Actor == "" {
 		return fmt.Errorf("%w: audit event is missing its account or actor", ErrInvalid)
 	}
-	return CheckText(ev.AccountID, ev.Actor, ev.KeyID, ev.KeyName, ev.KeyDisplay, ev.RemoteAddr)
+	return CheckText(ev.AccountID, ev.Actor, ev.KeyID, ev.KeyName, ev.KeyDisplay, ev.RemoteAddr, ev.Detail)
 }
 
 // PrepareAuditEvent makes the event AppendAudit writes: it is timed now

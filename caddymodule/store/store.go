@@ -37,6 +37,8 @@ var (
 	// ErrInvalid: the input breaks a rule of the data model (see the
 	// Validate, Check and Prepare functions).
 	ErrInvalid = errors.New("invalid input")
+	// ErrBusy: another process holds the lock asked for (LockRotation).
+	ErrBusy = errors.New("busy")
 )
 
 // KeyType says what a key may reach.
@@ -83,7 +85,11 @@ type Key struct {
 	ServerID  string // the one server of a Restricted key; empty for Standard
 	Display   string // the key's display prefix (keys.Key.Display)
 	Digest    keys.Digest
-	Sealed    []byte // keys.Keyring.Seal output; only GetKey fills it
+	Sealed    []byte // keys.Secret.Seal output; only GetKey and KeysBySecret fill it
+	// Secret is the fingerprint of the secret that made Digest and Sealed
+	// (keys.Secret.Fingerprint); "" for a key stored before keygate
+	// recorded it, until AdoptKeys.
+	Secret    string
 	CreatedAt time.Time
 	CreatedBy string     // user id of the creator, or "operator:<name>"
 	LastUsed  *time.Time // nil until used; recorded in batches
@@ -107,6 +113,9 @@ const (
 	ActionCreate = "key.create"
 	ActionReveal = "key.reveal"
 	ActionDelete = "key.delete"
+	// ActionRotate: an operator's `keygate secret rotate` re-keyed the
+	// account's keys under a new secret (Detail says how many).
+	ActionRotate = "secret.rotate"
 )
 
 // AuditEvent records who did what to which key. It never holds key material.
@@ -119,6 +128,7 @@ type AuditEvent struct {
 	KeyName    string
 	KeyDisplay string
 	RemoteAddr string // where the request came from; empty for the command line
+	Detail     string // what an event about no one key did (ActionRotate)
 	At         time.Time
 }
 
@@ -191,6 +201,36 @@ type Store interface {
 	// means DefaultAuditLimit, and none goes above MaxAuditLimit (AuditPage).
 	ListAudit(ctx context.Context, accountID string, beforeID int64, limit int) ([]AuditEvent, error)
 
+	// Secrets returns the secrets the store's keys depend on, oldest
+	// first: the one new keys are made with (Current), and every other
+	// that made a key still stored. A fingerprint "" stands for keys
+	// stored before keygate recorded fingerprints (see AdoptKeys).
+	Secrets(ctx context.Context) ([]Secret, error)
+	// InitSecret records fingerprint as the current secret unless the
+	// store has one already, and returns the current one: of several
+	// instances starting on a new store, one secret wins.
+	InitSecret(ctx context.Context, fingerprint string) (string, error)
+	// SetCurrentSecret makes fingerprint the secret new keys are made with.
+	SetCurrentSecret(ctx context.Context, fingerprint string) error
+	// AdoptKeys records fingerprint on every key stored without one.
+	AdoptKeys(ctx context.Context, fingerprint string) (int64, error)
+	// CountKeys returns how many keys each secret made ("" for keys
+	// without a fingerprint).
+	CountKeys(ctx context.Context) (map[string]int64, error)
+	// KeysBySecret returns up to limit keys made with the secret
+	// fingerprint ("" for keys without one), Sealed included, with ids
+	// after afterID, in id order.
+	KeysBySecret(ctx context.Context, fingerprint, afterID string, limit int) ([]Key, error)
+	// RekeyKeys replaces the digest, sealed copy and secret of each key
+	// (by KeyID) that is still made with the secret From, in
+	// one transaction, and returns how many it changed: a key deleted or
+	// re-keyed meanwhile is left alone.
+	RekeyKeys(ctx context.Context, rekeys []Rekey) (int, error)
+	// LockRotation takes the store-wide lock of a rotation, or returns
+	// ErrBusy while another process holds it. The lock is released by
+	// the returned function, or when the process ends.
+	LockRotation(ctx context.Context) (release func(), err error)
+
 	// RecordObjects records which server each object belongs to, as seen
 	// in the inbox API's responses, refreshing the time it was last seen.
 	RecordObjects(ctx context.Context, accountID string, objs []Object) error
@@ -200,6 +240,25 @@ type Store interface {
 	// PurgeObjects forgets objects last seen before the time and returns
 	// how many it forgot.
 	PurgeObjects(ctx context.Context, seenBefore time.Time) (int64, error)
+}
+
+// Secret is a secret a store's keys are made with, named by its
+// fingerprint: the store never holds the secret.
+type Secret struct {
+	Fingerprint string
+	Current     bool // new keys are made with it
+	HasKeys     bool // keys made with it are stored
+	AddedAt     time.Time
+}
+
+// Rekey is a key's new digest and sealed copy, made with the secret To,
+// replacing those made with the secret From.
+type Rekey struct {
+	KeyID  string
+	From   string // fingerprint of the secret the key was made with ("" for none recorded)
+	To     string // fingerprint of the secret Digest and Sealed are made with
+	Digest keys.Digest
+	Sealed []byte
 }
 
 // Object kinds: the objects whose server the inbox API cannot tell later.
@@ -230,6 +289,7 @@ type KeyEvent struct {
 	Seq    int64
 	Op     string // OpCreate or OpDelete
 	Digest keys.Digest
+	KeyID  string    // "" in events recorded before keygate recorded it
 	At     time.Time // commit time, for measuring how long it took to apply
 }
 
@@ -238,7 +298,11 @@ type Instance struct {
 	ID         string
 	Address    string // host and process, for people
 	ListenerUp bool   // receiving key events
-	AppliedSeq int64  // the last key event applied to its cache
+	// Secrets are the fingerprints of the secrets the instance has, its
+	// current one first: a rotation makes a secret current only when
+	// every live instance has it.
+	Secrets    []string
+	AppliedSeq int64 // the last key event applied to its cache
 	AppliedAt  time.Time
 	StartedAt  time.Time
 	Heartbeat  time.Time

@@ -100,6 +100,11 @@ func PrepareKey(k Key, ev AuditEvent, now time.Time) (Key, AuditEvent, error) {
 	if err := CheckText(k.ID, k.AccountID, k.Display, k.CreatedBy); err != nil {
 		return Key{}, AuditEvent{}, err
 	}
+	if k.Secret != "" {
+		if err := ValidateFingerprint(k.Secret); err != nil {
+			return Key{}, AuditEvent{}, err
+		}
+	}
 	k.CreatedAt = now
 	k.LastUsed = nil
 	ev, err := PrepareKeyAuditEvent(ev, ActionCreate, k, k.CreatedAt)

@@ -29,7 +29,7 @@ func (s *Store) ListAudit(ctx context.Context, accountID string, beforeID int64,
 	}
 	beforeID, limit = store.AuditPage(beforeID, limit)
 	const listSQL = `
-		select id, account_id, actor, action, key_id, key_name, key_display, remote_addr, at
+		select id, account_id, actor, action, key_id, key_name, key_display, remote_addr, detail, at
 		from audit_events
 		where account_id = $1 and id < $2
 		order by id desc
@@ -37,7 +37,7 @@ func (s *Store) ListAudit(ctx context.Context, accountID string, beforeID int64,
 	rows, _ := s.pool.Query(ctx, listSQL, accountID, beforeID, limit)
 	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.AuditEvent, error) {
 		var ev store.AuditEvent
-		err := row.Scan(&ev.ID, &ev.AccountID, &ev.Actor, &ev.Action, &ev.KeyID, &ev.KeyName, &ev.KeyDisplay, &ev.RemoteAddr, &ev.At)
+		err := row.Scan(&ev.ID, &ev.AccountID, &ev.Actor, &ev.Action, &ev.KeyID, &ev.KeyName, &ev.KeyDisplay, &ev.RemoteAddr, &ev.Detail, &ev.At)
 		ev.At = utc(ev.At)
 		return ev, err
 	})
@@ -54,11 +54,11 @@ type querier interface {
 
 func insertEvent(ctx context.Context, q querier, ev store.AuditEvent) (int64, error) {
 	const insertSQL = `
-		insert into audit_events (account_id, actor, action, key_id, key_name, key_display, remote_addr, at)
-		values ($1, $2, $3, $4, $5, $6, $7, $8)
+		insert into audit_events (account_id, actor, action, key_id, key_name, key_display, remote_addr, detail, at)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		returning id`
 	var id int64
 	err := q.QueryRow(ctx, insertSQL,
-		ev.AccountID, ev.Actor, ev.Action, ev.KeyID, ev.KeyName, ev.KeyDisplay, ev.RemoteAddr, utc(ev.At)).Scan(&id)
+		ev.AccountID, ev.Actor, ev.Action, ev.KeyID, ev.KeyName, ev.KeyDisplay, ev.RemoteAddr, ev.Detail, utc(ev.At)).Scan(&id)
 	return id, err
 }

@@ -20,22 +20,22 @@ var _ store.FleetStore = (*Store)(nil)
 // channelSQL names the NOTIFY channel of key events. NOTIFY reaches every
 // listener of the database, whatever its schema, so each schema (each
 // deployment) has a channel of its own. A payload reads
-// "<seq> <op> <digest hex> <commit time, unix microseconds>".
+// "<seq> <op> <digest hex> <commit time, unix microseconds> <key id>".
 const channelSQL = `'keygate_key_events_' || substr(md5(current_schema()), 1, 16)`
 
 // announce numbers a key event, keeps it and announces it, inside the
 // transaction that makes the change: the notification is delivered only
 // if, and when, the change commits.
-func announce(ctx context.Context, tx pgx.Tx, op string, digest keys.Digest, at time.Time) (int64, error) {
+func announce(ctx context.Context, tx pgx.Tx, op string, digest keys.Digest, keyID string, at time.Time) (int64, error) {
 	var seq int64
 	if err := tx.QueryRow(ctx, `update key_event_seq set value = value + 1 returning value`).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("numbering key event: %w", err)
 	}
-	const insertSQL = `insert into key_events (seq, op, digest, at) values ($1, $2, $3, $4)`
-	if _, err := tx.Exec(ctx, insertSQL, seq, op, digest[:], at); err != nil {
+	const insertSQL = `insert into key_events (seq, op, digest, key_id, at) values ($1, $2, $3, $4, $5)`
+	if _, err := tx.Exec(ctx, insertSQL, seq, op, digest[:], keyID, at); err != nil {
 		return 0, fmt.Errorf("recording key event: %w", err)
 	}
-	payload := fmt.Sprintf("%d %s %x %d", seq, op, digest[:], at.UnixMicro())
+	payload := fmt.Sprintf("%d %s %x %d %s", seq, op, digest[:], at.UnixMicro(), keyID)
 	if _, err := tx.Exec(ctx, `select pg_notify(`+channelSQL+`, $1)`, payload); err != nil {
 		return 0, fmt.Errorf("announcing key event: %w", err)
 	}
@@ -44,8 +44,8 @@ func announce(ctx context.Context, tx pgx.Tx, op string, digest keys.Digest, at 
 
 func parsePayload(p string) (store.KeyEvent, error) {
 	f := strings.Fields(p)
-	if len(f) != 4 {
-		return store.KeyEvent{}, fmt.Errorf("key event payload has %d fields, want 4", len(f))
+	if len(f) != 5 {
+		return store.KeyEvent{}, fmt.Errorf("key event payload has %d fields, want 5", len(f))
 	}
 	seq, err := strconv.ParseInt(f[0], 10, 64)
 	if err != nil || seq <= 0 {
@@ -62,7 +62,7 @@ func parsePayload(p string) (store.KeyEvent, error) {
 	if err != nil {
 		return store.KeyEvent{}, errors.New("key event payload: bad time")
 	}
-	ev.Seq, ev.Op, ev.At = seq, f[1], time.UnixMicro(us).UTC()
+	ev.Seq, ev.Op, ev.At, ev.KeyID = seq, f[1], time.UnixMicro(us).UTC(), f[4]
 	return ev, nil
 }
 
@@ -71,12 +71,12 @@ func (s *Store) KeyEventsSince(ctx context.Context, after int64, limit int) ([]s
 	if limit <= 0 {
 		limit = 1000
 	}
-	const sinceSQL = `select seq, op, digest, at from key_events where seq > $1 order by seq limit $2`
+	const sinceSQL = `select seq, op, digest, coalesce(key_id, ''), at from key_events where seq > $1 order by seq limit $2`
 	rows, _ := s.pool.Query(ctx, sinceSQL, after, limit)
 	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.KeyEvent, error) {
 		var ev store.KeyEvent
 		var digest []byte
-		if err := row.Scan(&ev.Seq, &ev.Op, &digest, &ev.At); err != nil {
+		if err := row.Scan(&ev.Seq, &ev.Op, &digest, &ev.KeyID, &ev.At); err != nil {
 			return ev, err
 		}
 		copy(ev.Digest[:], digest)
@@ -170,12 +170,12 @@ func (s *Store) ListenKeyEvents(ctx context.Context, dsn string, keepalive time.
 // Heartbeat inserts or updates the instance's row.
 func (s *Store) Heartbeat(ctx context.Context, in store.Instance) error {
 	const upsertSQL = `
-		insert into instances (id, address, listener_up, applied_seq, applied_at, started_at, heartbeat_at)
-		values ($1, $2, $3, $4, $5, $6, $7)
+		insert into instances (id, address, listener_up, applied_seq, applied_at, started_at, heartbeat_at, secrets)
+		values ($1, $2, $3, $4, $5, $6, $7, $8)
 		on conflict (id) do update set
 			address = excluded.address, listener_up = excluded.listener_up,
 			applied_seq = excluded.applied_seq, applied_at = excluded.applied_at,
-			heartbeat_at = excluded.heartbeat_at`
+			heartbeat_at = excluded.heartbeat_at, secrets = excluded.secrets`
 	var appliedAt *time.Time
 	if !in.AppliedAt.IsZero() {
 		t := utc(in.AppliedAt)
@@ -184,7 +184,16 @@ func (s *Store) Heartbeat(ctx context.Context, in store.Instance) error {
 	if err := store.CheckText(in.ID, in.Address); err != nil {
 		return fmt.Errorf("recording heartbeat: %w", err)
 	}
-	_, err := s.pool.Exec(ctx, upsertSQL, in.ID, in.Address, in.ListenerUp, in.AppliedSeq, appliedAt, utc(in.StartedAt), now())
+	for _, fp := range in.Secrets {
+		if err := store.ValidateFingerprint(fp); err != nil {
+			return fmt.Errorf("recording heartbeat: %w", err)
+		}
+	}
+	secrets := in.Secrets
+	if secrets == nil {
+		secrets = []string{}
+	}
+	_, err := s.pool.Exec(ctx, upsertSQL, in.ID, in.Address, in.ListenerUp, in.AppliedSeq, appliedAt, utc(in.StartedAt), now(), secrets)
 	if err != nil {
 		return wrap("recording heartbeat", "instance", err)
 	}
@@ -202,13 +211,13 @@ func (s *Store) RemoveInstance(ctx context.Context, id string) error {
 // ListInstances returns the instances heard from since the time.
 func (s *Store) ListInstances(ctx context.Context, since time.Time) ([]store.Instance, error) {
 	const listSQL = `
-		select id, address, listener_up, applied_seq, applied_at, started_at, heartbeat_at
+		select id, address, listener_up, applied_seq, applied_at, started_at, heartbeat_at, secrets
 		from instances where heartbeat_at >= $1 order by started_at, id`
 	rows, _ := s.pool.Query(ctx, listSQL, utc(since))
 	ins, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Instance, error) {
 		var in store.Instance
 		var appliedAt *time.Time
-		err := row.Scan(&in.ID, &in.Address, &in.ListenerUp, &in.AppliedSeq, &appliedAt, &in.StartedAt, &in.Heartbeat)
+		err := row.Scan(&in.ID, &in.Address, &in.ListenerUp, &in.AppliedSeq, &appliedAt, &in.StartedAt, &in.Heartbeat, &in.Secrets)
 		if appliedAt != nil {
 			in.AppliedAt = utc(*appliedAt)
 		}

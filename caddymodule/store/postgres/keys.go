@@ -40,12 +40,12 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key, ev store.AuditEvent)
 	}
 
 	const insertSQL = `
-		insert into api_keys (id, account_id, name, type, server_id, display, digest, sealed, created_at, created_by)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
+		insert into api_keys (id, account_id, name, type, server_id, display, digest, sealed, created_at, created_by, secret)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, insertSQL,
 			k.ID, k.AccountID, k.Name, string(k.Type), nullString(k.ServerID), k.Display,
-			k.Digest[:], k.Sealed, k.CreatedAt, k.CreatedBy)
+			k.Digest[:], k.Sealed, k.CreatedAt, k.CreatedBy, nullString(k.Secret))
 		if err != nil {
 			return err
 		}
@@ -53,7 +53,7 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key, ev store.AuditEvent)
 			return err
 		}
 		// Other instances may have cached this digest as unknown.
-		k.Seq, err = announce(ctx, tx, store.OpCreate, k.Digest, k.CreatedAt)
+		k.Seq, err = announce(ctx, tx, store.OpCreate, k.Digest, k.ID, k.CreatedAt)
 		return err
 	})
 	if err != nil {
@@ -69,7 +69,7 @@ func (s *Store) GetKey(ctx context.Context, accountID, keyID string) (store.Key,
 		return store.Key{}, fmt.Errorf("%s: key %w", doing, store.ErrNotFound)
 	}
 	const getSQL = `
-		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at, sealed
+		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at, sealed, secret
 		from api_keys
 		where account_id = $1 and id = $2`
 	k, err := scanKey(s.pool.QueryRow(ctx, getSQL, accountID, keyID), true)
@@ -127,7 +127,7 @@ func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store
 		if _, err = insertEvent(ctx, tx, ev); err != nil {
 			return err
 		}
-		k.Seq, err = announce(ctx, tx, store.OpDelete, k.Digest, at)
+		k.Seq, err = announce(ctx, tx, store.OpDelete, k.Digest, k.ID, at)
 		return err
 	})
 	if err != nil {
@@ -170,7 +170,7 @@ func (s *Store) TouchKeys(ctx context.Context, used map[string]time.Time) error 
 //
 //	id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at
 //
-// followed by sealed when withSealed is set.
+// followed by sealed and secret when withSealed is set.
 func scanKey(row pgx.Row, withSealed bool) (store.Key, error) {
 	var (
 		k        store.Key
@@ -178,9 +178,10 @@ func scanKey(row pgx.Row, withSealed bool) (store.Key, error) {
 		serverID *string
 		digest   []byte
 	)
+	var secret *string
 	dest := []any{&k.ID, &k.AccountID, &k.Name, &typ, &serverID, &k.Display, &digest, &k.CreatedAt, &k.CreatedBy, &k.LastUsed}
 	if withSealed {
-		dest = append(dest, &k.Sealed)
+		dest = append(dest, &k.Sealed, &secret)
 	}
 	if err := row.Scan(dest...); err != nil {
 		return store.Key{}, err
@@ -192,6 +193,9 @@ func scanKey(row pgx.Row, withSealed bool) (store.Key, error) {
 	k.Type = store.KeyType(typ)
 	if serverID != nil {
 		k.ServerID = *serverID
+	}
+	if secret != nil {
+		k.Secret = *secret
 	}
 	k.CreatedAt = utc(k.CreatedAt)
 	k.LastUsed = utcPtr(k.LastUsed)

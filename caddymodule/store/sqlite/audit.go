@@ -26,7 +26,7 @@ func (s *Store) ListAudit(ctx context.Context, accountID string, beforeID int64,
 	const doing = "listing audit events"
 	beforeID, limit = store.AuditPage(beforeID, limit)
 	const listSQL = `
-		select id, account_id, actor, action, key_id, key_name, key_display, remote_addr, at
+		select id, account_id, actor, action, key_id, key_name, key_display, remote_addr, detail, at
 		from audit_events
 		where account_id = ? and id < ?
 		order by id desc
@@ -42,7 +42,7 @@ func (s *Store) ListAudit(ctx context.Context, accountID string, beforeID int64,
 			ev store.AuditEvent
 			at int64
 		)
-		err := rows.Scan(&ev.ID, &ev.AccountID, &ev.Actor, &ev.Action, &ev.KeyID, &ev.KeyName, &ev.KeyDisplay, &ev.RemoteAddr, &at)
+		err := rows.Scan(&ev.ID, &ev.AccountID, &ev.Actor, &ev.Action, &ev.KeyID, &ev.KeyName, &ev.KeyDisplay, &ev.RemoteAddr, &ev.Detail, &at)
 		if err != nil {
 			return nil, wrap(doing, "account", err)
 		}
@@ -62,9 +62,9 @@ type execer interface {
 
 func insertEvent(ctx context.Context, db execer, ev store.AuditEvent) error {
 	const insertSQL = `
-		insert into audit_events (account_id, actor, action, key_id, key_name, key_display, remote_addr, at)
-		values (?, ?, ?, ?, ?, ?, ?, ?)`
+		insert into audit_events (account_id, actor, action, key_id, key_name, key_display, remote_addr, detail, at)
+		values (?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	_, err := db.ExecContext(ctx, insertSQL,
-		ev.AccountID, ev.Actor, ev.Action, ev.KeyID, ev.KeyName, ev.KeyDisplay, ev.RemoteAddr, micros(utc(ev.At)))
+		ev.AccountID, ev.Actor, ev.Action, ev.KeyID, ev.KeyName, ev.KeyDisplay, ev.RemoteAddr, ev.Detail, micros(utc(ev.At)))
 	return err
 }

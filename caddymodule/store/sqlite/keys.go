@@ -39,12 +39,12 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key, ev store.AuditEvent)
 	}
 
 	const insertSQL = `
-		insert into api_keys (id, account_id, name, type, server_id, display, digest, sealed, created_at, created_by)
-		values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		insert into api_keys (id, account_id, name, type, server_id, display, digest, sealed, created_at, created_by, secret)
+		values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, insertSQL,
 			k.ID, k.AccountID, k.Name, string(k.Type), nullString(k.ServerID), k.Display,
-			k.Digest[:], k.Sealed, micros(k.CreatedAt), k.CreatedBy)
+			k.Digest[:], k.Sealed, micros(k.CreatedAt), k.CreatedBy, nullString(k.Secret))
 		if err != nil {
 			return err
 		}
@@ -59,7 +59,7 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key, ev store.AuditEvent)
 // GetKey returns one key of the account with its sealed copy.
 func (s *Store) GetKey(ctx context.Context, accountID, keyID string) (store.Key, error) {
 	const getSQL = `
-		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at, sealed
+		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at, sealed, secret
 		from api_keys
 		where account_id = ? and id = ?`
 	k, err := scanKey(s.db.QueryRowContext(ctx, getSQL, accountID, keyID), true)
@@ -176,7 +176,7 @@ func (s *Store) TouchKeys(ctx context.Context, used map[string]time.Time) error 
 //
 //	id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at
 //
-// followed by sealed when withSealed is set.
+// followed by sealed and secret when withSealed is set.
 func scanKey(row interface{ Scan(...any) error }, withSealed bool) (store.Key, error) {
 	var (
 		k         store.Key
@@ -186,9 +186,10 @@ func scanKey(row interface{ Scan(...any) error }, withSealed bool) (store.Key, e
 		createdAt int64
 		lastUsed  sql.NullInt64
 	)
+	var secret sql.NullString
 	dest := []any{&k.ID, &k.AccountID, &k.Name, &typ, &serverID, &k.Display, &digest, &createdAt, &k.CreatedBy, &lastUsed}
 	if withSealed {
-		dest = append(dest, &k.Sealed)
+		dest = append(dest, &k.Sealed, &secret)
 	}
 	if err := row.Scan(dest...); err != nil {
 		return store.Key{}, err
@@ -199,6 +200,7 @@ func scanKey(row interface{ Scan(...any) error }, withSealed bool) (store.Key, e
 	copy(k.Digest[:], digest)
 	k.Type = store.KeyType(typ)
 	k.ServerID = serverID.String
+	k.Secret = secret.String
 	k.CreatedAt = fromMicros(createdAt)
 	if lastUsed.Valid {
 		t := fromMicros(lastUsed.Int64)

@@ -20,7 +20,8 @@ import (
 // Store is a store.Store on one SQLite file. It is safe for concurrent use,
 // and several Stores (or processes) may share the file.
 type Store struct {
-	db *sql.DB
+	db   *sql.DB
+	path string // absolute
 }
 
 var _ store.Store = (*Store)(nil)
@@ -61,7 +62,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
-	s := &Store{db: db}
+	s := &Store{db: db, path: abs}
 	// Connecting applies the pragmas: a file that is not a database, or
 	// cannot be switched to WAL, fails here rather than on first use.
 	if err := s.Ping(ctx); err != nil {

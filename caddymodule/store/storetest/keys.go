@@ -228,7 +228,7 @@ func testGetKeySealed(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatalf("GetKey: %v", err)
 	}
-	opened, err := f.kr.Open(got.Sealed, got.AccountID, got.ID)
+	opened, err := f.kr.Current().Open(got.Sealed, got.AccountID, got.ID)
 	if err != nil {
 		t.Fatalf("opening the sealed copy GetKey returned: %v", err)
 	}
