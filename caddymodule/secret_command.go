@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -95,8 +96,12 @@ func secretRotate(ctx context.Context, op *operation, out io.Writer, batch int) 
 	case len(res.Removable) > 0:
 		fmt.Fprintf(out, "every key is made with secret %s. The previous secrets (%s) are no longer needed: remove previous_secrets from every instance's configuration, then restart or reload each one.\n",
 			res.Current, strings.Join(res.Removable, ", "))
+	case len(res.Broken) > 0:
+		return fmt.Errorf("%d keys could not be re-keyed (listed above; the others were): keep previous_secrets until they are deleted, or their secret is found and given in previous_secrets", len(res.Broken))
 	default:
-		fmt.Fprintf(out, "%d keys are still made with a previous secret (listed above): keep previous_secrets until they are re-keyed or deleted.\n", len(res.Broken))
+		// Keys made with a previous secret meanwhile, by an instance that
+		// read the store's current secret just before it changed.
+		return errors.New("keys made with a previous secret remain: run `keygate secret rotate` again")
 	}
 	return nil
 }
