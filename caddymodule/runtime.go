@@ -57,6 +57,14 @@ func (rt *runtime) lookup(ctx context.Context, d keys.Digest) (store.Identity, e
 	return rt.store.LookupKey(ctx, d)
 }
 
+// lookupAny is lookup for a key's digests under several secrets.
+func (rt *runtime) lookupAny(ctx context.Context, ds []keys.Digest) (store.Identity, error) {
+	if err := rt.secretErr.Load(); err != nil {
+		return store.Identity{}, *err
+	}
+	return rt.store.LookupKeyAny(ctx, ds)
+}
+
 // checkSecrets runs auth.CheckSecrets and records its verdict for lookup.
 func (rt *runtime) checkSecrets(ctx context.Context, local bool) (auth.SecretCheck, error) {
 	check, err := auth.CheckSecrets(ctx, rt.store, rt.manager.Keyring, local)
@@ -123,7 +131,7 @@ func (a *App) open(follow bool) (*runtime, error) {
 	v, _, err := runtimes.LoadOrNew(a.rtKey, func() (caddy.Destructor, error) {
 		rt := &runtime{store: st, usage: auth.NewUsage()}
 		rt.secretErr.Store(&errSecretUnchecked)
-		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: rt.lookup, Cache: cfg, ObserveLookup: observeLookup, Usage: rt.usage, Limits: limits})
+		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: rt.lookup, LookupAny: rt.lookupAny, Cache: cfg, ObserveLookup: observeLookup, Usage: rt.usage, Limits: limits})
 		if err != nil {
 			return nil, err
 		}

@@ -67,6 +67,9 @@ type RotateResult struct {
 func Rotate(ctx context.Context, r Rotation) (res RotateResult, err error) {
 	kr, st := r.Keyring, r.Store
 	current := kr.Current().Fingerprint()
+	if r.Actor == "" {
+		return RotateResult{}, errors.New("a rotation needs an actor for the audit log")
+	}
 	if len(kr.Secrets()) == 1 {
 		return RotateResult{}, fmt.Errorf("%w: set `secret` to the new secret and `previous_secrets` to the old one, give that configuration to every instance, then run this again", ErrNoPreviousSecret)
 	}

@@ -93,11 +93,18 @@ func (id *Identity) Value(f Field) any { return id.boxed[f] }
 // Lookup finds a key by digest: store.Store's LookupKey.
 type Lookup func(ctx context.Context, d keys.Digest) (store.Identity, error)
 
+// LookupAny finds a key by any of its digests, in one statement:
+// store.Store's LookupKeyAny.
+type LookupAny func(ctx context.Context, ds []keys.Digest) (store.Identity, error)
+
 // VerifierConfig configures a Verifier.
 type VerifierConfig struct {
 	Keyring *keys.Keyring
 	Lookup  Lookup
-	Cache   cache.Config
+	// LookupAny is used instead of Lookup while the keyring has previous
+	// secrets; required then.
+	LookupAny LookupAny
+	Cache     cache.Config
 	// ObserveLookup, when set, is told the duration and error of every
 	// store lookup (for metrics).
 	ObserveLookup func(d time.Duration, err error)
@@ -116,22 +123,23 @@ type VerifierConfig struct {
 // before, during and after a rotation re-keys it; a deletion is applied by
 // key id (ForgetKey), which does not depend on the secret either.
 type Verifier struct {
-	keyring *keys.Keyring
-	lookup  Lookup
-	observe func(d time.Duration, err error)
-	cache   *cache.Cache[keys.Digest, *Identity]
-	usage   *Usage
-	limits  *limiter
-	bufs    sync.Pool // of *[maxBasicLen]byte
+	keyring   *keys.Keyring
+	lookup    Lookup
+	lookupAny LookupAny
+	observe   func(d time.Duration, err error)
+	cache     *cache.Cache[keys.Digest, *Identity]
+	usage     *Usage
+	limits    *limiter
+	bufs      sync.Pool // of *[maxBasicLen]byte
 }
 
 // NewVerifier returns a Verifier that answers from a cache in front of
 // cfg.Lookup.
 func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
-	if cfg.Keyring == nil || cfg.Lookup == nil {
-		return nil, errors.New("verifier needs a keyring and a lookup")
+	if cfg.Keyring == nil || cfg.Lookup == nil || (len(cfg.Keyring.Secrets()) > 1 && cfg.LookupAny == nil) {
+		return nil, errors.New("verifier needs a keyring and a lookup (one for any of several digests, with previous secrets)")
 	}
-	v := &Verifier{keyring: cfg.Keyring, lookup: cfg.Lookup, observe: cfg.ObserveLookup, usage: cfg.Usage}
+	v := &Verifier{keyring: cfg.Keyring, lookup: cfg.Lookup, lookupAny: cfg.LookupAny, observe: cfg.ObserveLookup, usage: cfg.Usage}
 	c, err := cache.NewTagged(cfg.Cache, v.fetch, func(id *Identity) string { return id.KeyID })
 	if err != nil {
 		return nil, fmt.Errorf("creating key cache: %w", err)
@@ -202,8 +210,29 @@ func (v *Verifier) VerifyFrom(ctx context.Context, authorization []string, clien
 
 // fetch looks a digest up in the store.
 func (v *Verifier) fetch(ctx context.Context, d keys.Digest) (*Identity, bool, error) {
+	return v.found(v.timed(func() (store.Identity, error) { return v.lookup(ctx, d) }))
+}
+
+// fetchAll looks a key up under its current digest d and each previous
+// secret's: until a rotation has re-keyed it, the store holds a key under
+// the secret that made it.
+func (v *Verifier) fetchAll(ctx context.Context, d keys.Digest, key []byte) (*Identity, bool, error) {
+	var buf [keys.MaxSecrets]keys.Digest
+	ds := buf[:0]
+	for i, s := range v.keyring.Secrets() {
+		if i == 0 {
+			ds = append(ds, d)
+		} else {
+			ds = append(ds, s.Digest(key))
+		}
+	}
+	return v.found(v.timed(func() (store.Identity, error) { return v.lookupAny(ctx, ds) }))
+}
+
+// timed runs a store lookup, telling ObserveLookup how long it took.
+func (v *Verifier) timed(lookup func() (store.Identity, error)) (store.Identity, error) {
 	start := time.Now()
-	si, err := v.lookup(ctx, d)
+	si, err := lookup()
 	if v.observe != nil {
 		obsErr := err
 		if errors.Is(err, store.ErrNotFound) {
@@ -211,6 +240,11 @@ func (v *Verifier) fetch(ctx context.Context, d keys.Digest) (*Identity, bool, e
 		}
 		v.observe(time.Since(start), obsErr)
 	}
+	return si, err
+}
+
+// found turns a lookup's answer into a cache fill.
+func (v *Verifier) found(si store.Identity, err error) (*Identity, bool, error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, false, nil
@@ -218,21 +252,6 @@ func (v *Verifier) fetch(ctx context.Context, d keys.Digest) (*Identity, bool, e
 		return nil, false, err
 	}
 	return newIdentity(si), true, nil
-}
-
-// fetchAll looks a key up under its current digest d and, failing that,
-// under each previous secret's: until a rotation has re-keyed it, the
-// store holds a key under the secret that made it.
-func (v *Verifier) fetchAll(ctx context.Context, d keys.Digest, key []byte) (*Identity, bool, error) {
-	for i, s := range v.keyring.Secrets() {
-		if i > 0 {
-			d = s.Digest(key)
-		}
-		if id, found, err := v.fetch(ctx, d); found || err != nil {
-			return id, found, err
-		}
-	}
-	return nil, false, nil
 }
 
 // refuse counts a refusal against the client, unless it is throttled

@@ -37,6 +37,22 @@ func (kt *keyTable) lookup(_ context.Context, d keys.Digest) (store.Identity, er
 	return id, nil
 }
 
+// lookupAny is one lookup of several digests, as the stores make it.
+func (kt *keyTable) lookupAny(ctx context.Context, ds []keys.Digest) (store.Identity, error) {
+	kt.lookups.Add(1)
+	kt.mu.Lock()
+	defer kt.mu.Unlock()
+	if kt.down {
+		return store.Identity{}, errors.New("connection refused")
+	}
+	for _, d := range ds {
+		if id, ok := kt.byHash[d]; ok {
+			return id, nil
+		}
+	}
+	return store.Identity{}, store.ErrNotFound
+}
+
 var testCache = cache.Config{Size: 1000, TTL: time.Minute, NegativeTTL: time.Minute, FetchTimeout: time.Second}
 
 func newVerifier(t testing.TB) (*Verifier, *keyTable, *keys.Keyring) {

@@ -157,6 +157,11 @@ type Store interface {
 
 	// LookupKey finds the live key with the digest: the request path's query.
 	LookupKey(ctx context.Context, digest keys.Digest) (Identity, error)
+	// LookupKeyAny finds the live key with any of the digests (a key's
+	// digests under each configured secret, while one is rotated out), in
+	// one statement: a key re-keyed from one digest to another between
+	// two lookups would be missed by both.
+	LookupKeyAny(ctx context.Context, digests []keys.Digest) (Identity, error)
 
 	// CreateKey inserts k (ID, AccountID, Name, Type, ServerID, Display,
 	// Digest, Sealed, CreatedBy; CreatedAt is set by the store) and writes ev

@@ -31,6 +31,29 @@ func (s *Store) LookupKey(ctx context.Context, digest keys.Digest) (store.Identi
 	return id, nil
 }
 
+// LookupKeyAny finds the key with any of the digests, from the unique
+// index on digest.
+func (s *Store) LookupKeyAny(ctx context.Context, digests []keys.Digest) (store.Identity, error) {
+	const lookupSQL = `
+		select id, account_id, type, coalesce(server_id, ''), display
+		from api_keys
+		where digest = any($1::bytea[])`
+	ds := make([][]byte, len(digests))
+	for i := range digests {
+		ds[i] = digests[i][:]
+	}
+	var (
+		id  store.Identity
+		typ string
+	)
+	err := s.pool.QueryRow(ctx, lookupSQL, ds).Scan(&id.KeyID, &id.AccountID, &typ, &id.ServerID, &id.Display)
+	if err != nil {
+		return store.Identity{}, wrap("looking up key", "key", err)
+	}
+	id.Type = store.KeyType(typ)
+	return id, nil
+}
+
 // CreateKey inserts k and its audit event in one transaction.
 func (s *Store) CreateKey(ctx context.Context, k store.Key, ev store.AuditEvent) (store.Key, error) {
 	const doing = "creating key"

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate/caddymodule/keys"
@@ -23,6 +24,32 @@ func (s *Store) LookupKey(ctx context.Context, digest keys.Digest) (store.Identi
 		typ string
 	)
 	err := s.db.QueryRowContext(ctx, lookupSQL, digest[:]).Scan(&id.KeyID, &id.AccountID, &typ, &id.ServerID, &id.Display)
+	if err != nil {
+		return store.Identity{}, wrap("looking up key", "key", err)
+	}
+	id.Type = store.KeyType(typ)
+	return id, nil
+}
+
+// LookupKeyAny finds the key with any of the digests, from the unique
+// index on digest.
+func (s *Store) LookupKeyAny(ctx context.Context, digests []keys.Digest) (store.Identity, error) {
+	if len(digests) == 0 {
+		return store.Identity{}, fmt.Errorf("looking up key: key %w", store.ErrNotFound)
+	}
+	args := make([]any, len(digests))
+	for i := range digests {
+		args[i] = digests[i][:]
+	}
+	lookupSQL := `
+		select id, account_id, type, coalesce(server_id, ''), display
+		from api_keys
+		where digest in (?` + strings.Repeat(", ?", len(digests)-1) + `)`
+	var (
+		id  store.Identity
+		typ string
+	)
+	err := s.db.QueryRowContext(ctx, lookupSQL, args...).Scan(&id.KeyID, &id.AccountID, &typ, &id.ServerID, &id.Display)
 	if err != nil {
 		return store.Identity{}, wrap("looking up key", "key", err)
 	}

@@ -44,6 +44,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"MigrateAgain", testMigrateAgain},
 		{"ConcurrentKeys", testConcurrentKeys},
 		{"ConcurrentSameName", testConcurrentSameName},
+		{"Secrets", testSecrets},
+		{"SecretsConcurrentInit", testSecretsConcurrentInit},
+		{"SecretsBadInput", testSecretsBadInput},
+		{"LegacyKeys", testLegacyKeys},
+		{"Rekey", testRekey},
+		{"LockRotation", testLockRotation},
+		{"AuditDetail", testAuditDetail},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,6 +110,7 @@ func (f *fixture) newKey(accountID, name string, typ store.KeyType, serverID str
 		Display:   secret.Display(),
 		Digest:    f.kr.Digest([]byte(secret)),
 		Sealed:    sealed,
+		Secret:    f.kr.Current().Fingerprint(),
 		CreatedBy: "user-1",
 	}, secret
 }
@@ -154,7 +162,8 @@ func sameKey(t *testing.T, what string, got, want store.Key) {
 	g.LastUsed, w.LastUsed = nil, nil
 	g.CreatedAt, w.CreatedAt = time.Time{}, time.Time{}
 	if g.ID != w.ID || g.AccountID != w.AccountID || g.Name != w.Name || g.Type != w.Type ||
-		g.ServerID != w.ServerID || g.Display != w.Display || g.Digest != w.Digest || g.CreatedBy != w.CreatedBy {
+		g.ServerID != w.ServerID || g.Display != w.Display || g.Digest != w.Digest || g.CreatedBy != w.CreatedBy ||
+		(got.Sealed != nil && g.Secret != w.Secret) {
 		t.Errorf("%s:\n got %+v\nwant %+v", what, g, w)
 	}
 	if !got.CreatedAt.Equal(want.CreatedAt) {
