@@ -87,6 +87,8 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"keygate {\n\tnegative_ttl\n}", "takes one duration"},
 		{"keygate {\n\tmigrate maybe\n}", "auto or off"},
 		{"keygate {\n\tsecret a b\n}", "secret takes one value"},
+		{"keygate {\n\tprevious_secrets\n}", "previous_secrets takes one or more secrets"},
+		{"keygate {\n\tprevious_secret x\n}", "did you mean previous_secrets?"},
 	}
 	for _, c := range appCases {
 		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.input))

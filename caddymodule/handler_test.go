@@ -281,6 +281,31 @@ func TestAppValidate(t *testing.T) {
 	if err := app.Provision(ctx); err == nil || strings.Contains(err.Error(), "too short") {
 		t.Fatalf("short secret: %v (the secret must not be repeated)", err)
 	}
+
+	current, other := strings.Repeat("c", 32), strings.Repeat("o", 32)
+	for _, c := range []struct {
+		previous []string
+		want     string
+	}{
+		{[]string{current}, "previous secret 1 is the current secret"},
+		{[]string{other, "short previous"}, "previous secret 2: secret is 14 bytes"},
+		{[]string{other, other}, "previous secrets 1 and 2 are the same secret"},
+		{[]string{"{env.KEYGATE_TEST_UNSET_VARIABLE}"}, "previous secret 1 is empty"},
+		{[]string{other, strings.Repeat("p", 32), strings.Repeat("q", 32), strings.Repeat("r", 32)}, "at most 3 are kept"},
+	} {
+		app = &App{Secret: current, PreviousSecrets: c.previous}
+		err := app.Provision(ctx)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), current) || strings.Contains(err.Error(), "short previous") {
+			t.Errorf("previous_secrets %q: %v, want %q and no secret in it", c.previous, err, c.want)
+		}
+	}
+	app = &App{PreviousSecrets: []string{other}}
+	if err := app.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Validate(); err == nil || !strings.Contains(err.Error(), "previous_secrets needs a `secret`") {
+		t.Fatalf("previous_secrets without a secret: %v", err)
+	}
 }
 
 func TestReloadSharesRuntime(t *testing.T) {
