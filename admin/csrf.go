@@ -15,11 +15,14 @@ import (
 // tokens.
 const csrfPurpose = "dashboard csrf"
 
-// csrfKey is the derived key with the keyring it came from, so that a
-// reload with another secret derives it again.
-type csrfKey struct {
-	kr  *keys.Keyring
-	key []byte
+// csrfKeys are the keys derived from each secret of a keyring, the
+// current one's first, with the keyring they came from, so that a reload
+// with other secrets derives them again. Tokens are made with the first
+// and accepted with any: while a secret is rotated out, a page served by
+// an instance not yet given the new secret still posts to one that has it.
+type csrfKeys struct {
+	kr   *keys.Keyring
+	keys [][]byte
 }
 
 // csrfToken binds a token to the user and the account: it is useless to
@@ -35,11 +38,14 @@ func csrfToken(key []byte, userID, accountID string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// validCSRF compares in constant time.
-func validCSRF(key []byte, userID, accountID, got string) bool {
+// validCSRF compares in constant time with the token of each key.
+func validCSRF(keys [][]byte, userID, accountID, got string) bool {
 	if got == "" {
 		return false
 	}
-	want := csrfToken(key, userID, accountID)
-	return subtle.ConstantTimeCompare([]byte(want), []byte(got)) == 1
+	ok := 0
+	for _, key := range keys {
+		ok |= subtle.ConstantTimeCompare([]byte(csrfToken(key, userID, accountID)), []byte(got))
+	}
+	return ok == 1
 }

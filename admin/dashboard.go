@@ -67,7 +67,7 @@ type Dashboard struct {
 	operators map[string]bool
 	mux       *http.ServeMux
 	cop       *http.CrossOriginProtection
-	csrf      atomic.Pointer[csrfKey]
+	csrf      atomic.Pointer[csrfKeys]
 }
 
 // Messages that the product document and the issue fix.
@@ -214,7 +214,7 @@ type session struct {
 	user    string
 	st      store.Store
 	mgr     *auth.Manager
-	csrfKey []byte
+	csrfKeys [][]byte // the current secret's first
 	members []store.Membership // nil until loaded
 	loaded  bool
 }
@@ -247,7 +247,7 @@ func (d *Dashboard) begin(w http.ResponseWriter, r *http.Request) (*session, err
 	if st == nil || mgr == nil {
 		return nil, fail(http.StatusServiceUnavailable, msgStarting)
 	}
-	s := &session{user: user, st: st, mgr: mgr, csrfKey: d.csrfKeyOf(mgr)}
+	s := &session{user: user, st: st, mgr: mgr, csrfKeys: d.csrfKeysOf(mgr)}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		if err := d.cop.Check(r); err != nil {
 			return s, fail(http.StatusForbidden, msgCrossSite)
@@ -257,14 +257,14 @@ func (d *Dashboard) begin(w http.ResponseWriter, r *http.Request) (*session, err
 	return s, nil
 }
 
-// csrfKeyOf derives the CSRF key from the manager's keyring once.
-func (d *Dashboard) csrfKeyOf(mgr *auth.Manager) []byte {
+// csrfKeysOf derives the CSRF keys from the manager's keyring once.
+func (d *Dashboard) csrfKeysOf(mgr *auth.Manager) [][]byte {
 	if k := d.csrf.Load(); k != nil && k.kr == mgr.Keyring {
-		return k.key
+		return k.keys
 	}
-	k := &csrfKey{kr: mgr.Keyring, key: mgr.Keyring.DeriveKey(csrfPurpose)}
+	k := &csrfKeys{kr: mgr.Keyring, keys: mgr.Keyring.DeriveKeys(csrfPurpose)}
 	d.csrf.Store(k)
-	return k.key
+	return k.keys
 }
 
 // account is an account the user may manage.
@@ -319,13 +319,13 @@ func (s *session) admin(ctx context.Context, accountID string) (account, error) 
 // checkCSRF compares the request's token with the user's token for the
 // account.
 func (s *session) checkCSRF(accountID, got string) error {
-	if !validCSRF(s.csrfKey, s.user, accountID, got) {
+	if !validCSRF(s.csrfKeys, s.user, accountID, got) {
 		return fail(http.StatusForbidden, msgCSRF)
 	}
 	return nil
 }
 
-func (s *session) token(accountID string) string { return csrfToken(s.csrfKey, s.user, accountID) }
+func (s *session) token(accountID string) string { return csrfToken(s.csrfKeys[0], s.user, accountID) }
 
 // actor is the audit log's who and from where.
 func (d *Dashboard) actor(r *http.Request, s *session) auth.Actor {

@@ -199,12 +199,21 @@ func (kr *Keyring) Fingerprints() []string {
 // dashboard's CSRF tokens), derived from the current secret with HKDF, so
 // that every instance of a fleet derives the same one and none of them is
 // the digest or sealing key.
-func (kr *Keyring) DeriveKey(purpose string) []byte {
-	k, err := hkdf.Key(sha256.New, kr.secrets[0].raw, nil, "keygate "+purpose+" v1", 32)
-	if err != nil { // only for lengths HKDF cannot produce
-		panic(err)
+func (kr *Keyring) DeriveKey(purpose string) []byte { return kr.DeriveKeys(purpose)[0] }
+
+// DeriveKeys returns DeriveKey's key from each secret, the current one's
+// first: for what a previous secret's key must still verify while it is
+// rotated out.
+func (kr *Keyring) DeriveKeys(purpose string) [][]byte {
+	ks := make([][]byte, len(kr.secrets))
+	for i, s := range kr.secrets {
+		k, err := hkdf.Key(sha256.New, s.raw, nil, "keygate "+purpose+" v1", 32)
+		if err != nil { // only for lengths HKDF cannot produce
+			panic(err)
+		}
+		ks[i] = k
 	}
-	return k
+	return ks
 }
 
 // Digest returns the digest of a key under the current secret.
