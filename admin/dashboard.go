@@ -211,12 +211,12 @@ func isAPI(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/api/")
 
 // session is one request of a signed-in user.
 type session struct {
-	user    string
-	st      store.Store
-	mgr     *auth.Manager
-	csrfKeys [][]byte // the current secret's first
-	members []store.Membership // nil until loaded
-	loaded  bool
+	user     string
+	st       store.Store
+	mgr      *auth.Manager
+	csrfKeys [][]byte           // the current secret's first
+	members  []store.Membership // nil until loaded
+	loaded   bool
 }
 
 // handle identifies the user, refuses cross-site unsafe requests, and

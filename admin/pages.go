@@ -499,6 +499,8 @@ type instanceRow struct {
 	ID, Address  string
 	ListenerUp   bool
 	AppliedSeq   int64
+	Secret       string   // fingerprint of its current secret
+	Previous     []string // fingerprints of its previous secrets
 	Heartbeat    string
 	HeartbeatISO string
 	Started      string
@@ -524,12 +526,16 @@ func (d *Dashboard) fleetPage(w http.ResponseWriter, r *http.Request, s *session
 	}
 	v := fleetView{view: d.base(s, accts, administered(accts, r.URL.Query().Get("account")), "Fleet", "fleet"), Fleet: ins != nil}
 	for _, in := range ins {
-		v.Instances = append(v.Instances, instanceRow{
+		row := instanceRow{
 			ID: in.ID, Address: in.Address, ListenerUp: in.ListenerUp, AppliedSeq: in.AppliedSeq,
 			Heartbeat:    humanize.RelTime(in.Heartbeat, d.cfg.Now(), "ago", "from now"),
 			HeartbeatISO: in.Heartbeat.UTC().Format(time.RFC3339),
 			Started:      in.StartedAt.UTC().Format(timeLayout),
-		})
+		}
+		if len(in.Secrets) > 0 {
+			row.Secret, row.Previous = in.Secrets[0], in.Secrets[1:]
+		}
+		v.Instances = append(v.Instances, row)
 	}
 	return d.render(w, http.StatusOK, "fleet", v)
 }
