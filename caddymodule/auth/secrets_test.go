@@ -85,6 +85,20 @@ func makeKeys(t testing.TB, m *Manager, account string, n int) map[string]keys.K
 	return made
 }
 
+// storeWithKeys checks kr's secret into st and makes n keys with it.
+func storeWithKeys(t testing.TB, st store.Store, kr *keys.Keyring, local bool, n int) (store.Account, map[string]keys.Key) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := CheckSecrets(ctx, st, kr, local); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := st.CreateAccount(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return acct, makeKeys(t, manager(t, st, kr), acct.ID, n)
+}
+
 func allowed(t testing.TB, v *Verifier, plain keys.Key) bool {
 	t.Helper()
 	d := v.Verify(context.Background(), []string{"Bearer " + string(plain)})
@@ -198,14 +212,7 @@ func TestRotate(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store, local bool) {
 		ctx := context.Background()
 		a := keyring(t, secretA)
-		if _, err := CheckSecrets(ctx, st, a, local); err != nil {
-			t.Fatal(err)
-		}
-		acct, err := st.CreateAccount(ctx, "acme")
-		if err != nil {
-			t.Fatal(err)
-		}
-		made := makeKeys(t, manager(t, st, a), acct.ID, 40)
+		acct, made := storeWithKeys(t, st, a, local, 40)
 
 		ba := keyring(t, secretB, secretA)
 		if _, err := CheckSecrets(ctx, st, ba, local); err != nil {
@@ -290,14 +297,7 @@ func TestRotateBadInput(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store, local bool) {
 		ctx := context.Background()
 		a := keyring(t, secretA)
-		if _, err := CheckSecrets(ctx, st, a, local); err != nil {
-			t.Fatal(err)
-		}
-		acct, err := st.CreateAccount(ctx, "acme")
-		if err != nil {
-			t.Fatal(err)
-		}
-		made := makeKeys(t, manager(t, st, a), acct.ID, 5)
+		acct, made := storeWithKeys(t, st, a, local, 5)
 
 		if _, err := Rotate(ctx, Rotation{Store: st, Keyring: a, Actor: "operator:test"}); !errors.Is(err, ErrNoPreviousSecret) {
 			t.Fatalf("Rotate without a previous secret: %v", err)

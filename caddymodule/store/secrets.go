@@ -15,3 +15,15 @@ func ValidateFingerprint(fp string) error {
 	}
 	return nil
 }
+
+// ValidateRekey checks what RekeyKeys writes: a fingerprint and a sealed
+// copy, for a key id.
+func ValidateRekey(r Rekey) error {
+	if err := ValidateFingerprint(r.To); err != nil {
+		return fmt.Errorf("key %s: %w", r.KeyID, err)
+	}
+	if r.KeyID == "" || len(r.Sealed) == 0 {
+		return fmt.Errorf("%w: a re-keyed key needs its id and a sealed copy", ErrInvalid)
+	}
+	return nil
+}

@@ -140,8 +140,8 @@ func (s *Store) RekeyKeys(ctx context.Context, rekeys []store.Rekey) (int, error
 		digests, sealeds = make([][]byte, len(rekeys)), make([][]byte, len(rekeys))
 	)
 	for i, r := range rekeys {
-		if err := store.ValidateFingerprint(r.To); err != nil || len(r.Sealed) == 0 {
-			return 0, fmt.Errorf("re-keying keys: key %s: %w: a new secret and sealed copy are needed", r.KeyID, store.ErrInvalid)
+		if err := store.ValidateRekey(r); err != nil {
+			return 0, fmt.Errorf("re-keying keys: %w", err)
 		}
 		ids[i], froms[i], tos[i], sealeds[i] = r.KeyID, r.From, r.To, r.Sealed
 		digests[i] = r.Digest[:]

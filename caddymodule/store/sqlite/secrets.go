@@ -168,8 +168,8 @@ func (s *Store) KeysBySecret(ctx context.Context, fingerprint, afterID string, l
 // only where the key is still made with the secret it was read with.
 func (s *Store) RekeyKeys(ctx context.Context, rekeys []store.Rekey) (int, error) {
 	for _, r := range rekeys {
-		if err := store.ValidateFingerprint(r.To); err != nil || len(r.Sealed) == 0 {
-			return 0, fmt.Errorf("re-keying keys: key %s: %w: a new secret and sealed copy are needed", r.KeyID, store.ErrInvalid)
+		if err := store.ValidateRekey(r); err != nil {
+			return 0, fmt.Errorf("re-keying keys: %w", err)
 		}
 	}
 	const rekeySQL = `
