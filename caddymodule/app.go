@@ -278,7 +278,7 @@ func (a *App) prepare(ctx context.Context, rt *runtime) error {
 			return err
 		}
 	}
-	check, err := rt.checkSecrets(ctx, a.storeMod.Local())
+	check, err := rt.checkSecrets(ctx)
 	if err != nil {
 		return err
 	}

@@ -97,7 +97,7 @@ func withStoreFor(use storeUse, f func(ctx context.Context, op *operation, cmd *
 			}
 		}
 		if use.checkSecrets {
-			check, err := rt.checkSecrets(ctx, app.storeMod.Local())
+			check, err := rt.checkSecrets(ctx)
 			if err != nil {
 				return err
 			}

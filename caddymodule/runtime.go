@@ -42,6 +42,8 @@ type runtime struct {
 	// checkSecrets has found the store's keys made with the keyring's
 	// secrets, an auth.ErrWrongSecret if it found otherwise, nil after.
 	secretErr atomic.Pointer[error]
+	lastCheck atomic.Int64 // unix nanoseconds of the last check secretsChecked began
+	local     bool         // a single node's store (auth.CheckSecrets)
 }
 
 // errSecretUnchecked: the store could not be asked yet which secret made
@@ -51,23 +53,43 @@ var errSecretUnchecked = errors.New("keygate has not yet checked that its secret
 // lookup looks a key up once the secrets are checked: before, a key not
 // found might only have been made with another secret.
 func (rt *runtime) lookup(ctx context.Context, d keys.Digest) (store.Identity, error) {
-	if err := rt.secretErr.Load(); err != nil {
-		return store.Identity{}, *err
+	if err := rt.secretsChecked(ctx); err != nil {
+		return store.Identity{}, err
 	}
 	return rt.store.LookupKey(ctx, d)
 }
 
 // lookupAny is lookup for a key's digests under several secrets.
 func (rt *runtime) lookupAny(ctx context.Context, ds []keys.Digest) (store.Identity, error) {
-	if err := rt.secretErr.Load(); err != nil {
-		return store.Identity{}, *err
+	if err := rt.secretsChecked(ctx); err != nil {
+		return store.Identity{}, err
 	}
 	return rt.store.LookupKeyAny(ctx, ds)
 }
 
+// secretsChecked returns nil once the secrets are checked. Until then it
+// checks them itself, at most once a second, so that keys work as soon as
+// a store that was down answers; a wrong secret stays wrong until a new
+// config.
+func (rt *runtime) secretsChecked(ctx context.Context) error {
+	p := rt.secretErr.Load()
+	if p == nil {
+		return nil
+	}
+	if !errors.Is(*p, errSecretUnchecked) {
+		return *p
+	}
+	now, last := time.Now().UnixNano(), rt.lastCheck.Load()
+	if now-last < int64(time.Second) || !rt.lastCheck.CompareAndSwap(last, now) {
+		return *p
+	}
+	_, err := rt.checkSecrets(ctx)
+	return err
+}
+
 // checkSecrets runs auth.CheckSecrets and records its verdict for lookup.
-func (rt *runtime) checkSecrets(ctx context.Context, local bool) (auth.SecretCheck, error) {
-	check, err := auth.CheckSecrets(ctx, rt.store, rt.manager.Keyring, local)
+func (rt *runtime) checkSecrets(ctx context.Context) (auth.SecretCheck, error) {
+	check, err := auth.CheckSecrets(ctx, rt.store, rt.manager.Keyring, rt.local)
 	switch {
 	case err == nil:
 		rt.secretErr.Store(nil)
@@ -77,12 +99,13 @@ func (rt *runtime) checkSecrets(ctx context.Context, local bool) (auth.SecretChe
 	return check, err
 }
 
-// ready is the readiness check: the secrets checked, and the store ready.
+// readyCheck is the readiness check: the store ready, and the secrets
+// checked.
 func (rt *runtime) readyCheck(ctx context.Context) error {
-	if err := rt.secretErr.Load(); err != nil {
-		return *err
+	if err := rt.store.Ready(ctx); err != nil {
+		return err
 	}
-	return rt.store.Ready(ctx)
+	return rt.secretsChecked(ctx)
 }
 
 // Destruct stops following key events when the last config using the
@@ -129,7 +152,7 @@ func (a *App) open(follow bool) (*runtime, error) {
 	limits := auth.Limits{UnknownLookups: max(a.UnknownKeyLookups, 0), ClientRefusals: max(a.ClientRefusals, 0)}
 	a.rtKey = fmt.Sprintf("%s|%s|%+v|%+v|%v|%x", a.storeMod.ID(), strings.Join(kr.Fingerprints(), ","), cfg, limits, a.ObjectRetention, sha256.Sum256([]byte(listenDSN)))
 	v, _, err := runtimes.LoadOrNew(a.rtKey, func() (caddy.Destructor, error) {
-		rt := &runtime{store: st, usage: auth.NewUsage()}
+		rt := &runtime{store: st, usage: auth.NewUsage(), local: a.storeMod.Local()}
 		rt.secretErr.Store(&errSecretUnchecked)
 		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: rt.lookup, LookupAny: rt.lookupAny, Cache: cfg, ObserveLookup: observeLookup, Usage: rt.usage, Limits: limits})
 		if err != nil {
