@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/keygate/keygate/caddymodule/auth"
@@ -193,26 +192,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.ClientRefusals = DefaultClientRefusals
 	}
 
-	listenerUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "caddy", Subsystem: "keygate", Name: "listener_up",
-		Help: "1 while this instance receives the fleet's key events (Postgres store), else 0.",
-	}, func() float64 {
-		if rt := a.rt.Load(); rt != nil && rt.follower != nil && rt.follower.Up() {
-			return 1
-		}
-		return 0
-	})
-	cacheEntries := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "caddy", Subsystem: "keygate", Name: "cache_entries",
-		Help: "Keys in the cache, valid and unknown.",
-	}, func() float64 {
-		if rt := a.rt.Load(); rt != nil {
-			return float64(rt.verifier.CacheLen())
-		}
-		return 0
-	})
-	ready := newReadyGauge(func() bool { return a.Ready(context.Background()).Ready })
-	return registerMetrics(ctx.GetMetricsRegistry(), cacheEntries, listenerUp, ready)
+	return registerMetrics(ctx.GetMetricsRegistry(), appGauges(a)...)
 }
 
 // Validate checks the settings.

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -88,19 +89,38 @@ func observeLookup(d time.Duration, err error) {
 	lookupOK.Observe(d.Seconds())
 }
 
-// newReadyGauge makes the gauge of readiness, 0 or 1, as the keygate_ready
-// handler would answer. A scrape may run the store's readiness query,
-// which is cached for a second and bounded by store_timeout.
-func newReadyGauge(ready func() bool) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "caddy", Subsystem: "keygate", Name: "ready",
-		Help: "1 while this instance can check keys: the store answers and, with the Postgres store, the key event listener follows; else 0.",
-	}, func() float64 {
-		if ready() {
-			return 1
-		}
-		return 0
-	})
+// appGauges makes the gauges that read the app's runtime when scraped:
+// made per config, as each reads its own app. The ready gauge is 0 or 1 as
+// the keygate_ready handler would answer: a scrape may run the store's
+// readiness query, which is cached for a second and bounded by
+// store_timeout.
+func appGauges(a *App) []prometheus.Collector {
+	return []prometheus.Collector{
+		newGauge("listener_up", "1 while this instance receives the fleet's key events (Postgres store), else 0.", func() float64 {
+			rt := a.rt.Load()
+			return boolGauge(rt != nil && rt.follower != nil && rt.follower.Up())
+		}),
+		newGauge("cache_entries", "Keys in the cache, valid and unknown.", func() float64 {
+			if rt := a.rt.Load(); rt != nil {
+				return float64(rt.verifier.CacheLen())
+			}
+			return 0
+		}),
+		newGauge("ready", "1 while this instance can check keys: the store answers, its secret made the store's keys and, with the Postgres store, the key event listener follows; else 0.", func() float64 {
+			return boolGauge(a.Ready(context.Background()).Ready)
+		}),
+	}
+}
+
+func newGauge(name, help string, value func() float64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "caddy", Subsystem: "keygate", Name: name, Help: help}, value)
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // registerMetrics adds the collectors to reg, which may already hold them.
