@@ -13,5 +13,12 @@
 //     probes: 200 while the store answers and the key event listener
 //     follows, else 503, with the cause and the fix in JSON;
 //   - the stores keygate.stores.postgres and keygate.stores.sqlite;
-//   - the command "keygate" with the operator subcommands.
+//   - the command "keygate" with the operator subcommands, secret rotation
+//     among them.
+//
+// Files: app.go is the app's settings and lifecycle, runtime.go what it
+// builds at start and shares across reloads, jobs.go its background work,
+// secret.go where its secrets come from, metrics.go every metric;
+// handler.go, enforce.go, identity.go and inspect.go the request path;
+// command.go, operator.go and secret_command.go the command line.
 package caddymodule
