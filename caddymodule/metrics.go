@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -106,10 +107,21 @@ func appGauges(a *App) []prometheus.Collector {
 			}
 			return 0
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "caddy", Subsystem: "keygate", Name: "store_info",
+			Help:        "1, labelled with the kind of store this instance uses (sqlite, or postgres for a fleet): dashboards and alerts tell a fleet's instances by it.",
+			ConstLabels: prometheus.Labels{"store": storeKind(a.storeMod)},
+		}, func() float64 { return 1 }),
 		newGauge("ready", "1 while this instance can check keys: the store answers, its secret made the store's keys and, with the Postgres store, the key event listener follows; else 0.", func() float64 {
 			return boolGauge(a.Ready(context.Background()).Ready)
 		}),
 	}
+}
+
+// storeKind is the store module's name: sqlite or postgres.
+func storeKind(m StoreModule) string {
+	id := string(m.CaddyModule().ID)
+	return id[strings.LastIndexByte(id, '.')+1:]
 }
 
 func newGauge(name, help string, value func() float64) prometheus.Collector {
