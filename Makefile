@@ -63,7 +63,8 @@ test:
 	$(GO) test -count=1 -run 'Allocs' ./caddymodule/keys ./caddymodule/auth
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-# Micro-benchmarks (the request check, the scope policy, message checks),
+# Micro-benchmarks (the request check, the scope policy, message checks,
+# the dashboard's lists of an account of 10 000 keys on Postgres),
 # real Caddy under load against plain Caddy and basic_auth, the time a
 # deletion or creation takes to reach every instance of a fleet of three,
 # a flood of 100 000 unknown keys against a client with a valid key, and

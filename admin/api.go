@@ -108,15 +108,26 @@ func (d *Dashboard) apiKeys(w http.ResponseWriter, r *http.Request, s *session) 
 	if err != nil {
 		return err
 	}
-	ks, err := s.st.ListKeys(r.Context(), acct.ID)
+	l, err := parseKeyListing(r.URL.Query())
 	if err != nil {
 		return err
 	}
-	items := make([]keyJSON, 0, len(ks))
-	for _, k := range ks {
+	page, err := listKeys(r.Context(), s, acct.ID, l)
+	if err != nil {
+		return err
+	}
+	items := make([]keyJSON, 0, len(page.Keys))
+	for _, k := range page.Keys {
 		items = append(items, toJSON(k))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	out := map[string]any{"items": items, "total": page.Total}
+	if page.Next != "" {
+		out["next_cursor"] = page.Next
+	}
+	if page.Prev != "" {
+		out["prev_cursor"] = page.Prev
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -227,6 +238,7 @@ type eventJSON struct {
 	KeyName    string    `json:"key_name"`
 	KeyPrefix  string    `json:"key_prefix"`
 	RemoteAddr string    `json:"remote_addr"`
+	Detail     string    `json:"detail,omitempty"`
 }
 
 func (d *Dashboard) apiAudit(w http.ResponseWriter, r *http.Request, s *session) error {
@@ -234,25 +246,25 @@ func (d *Dashboard) apiAudit(w http.ResponseWriter, r *http.Request, s *session)
 	if err != nil {
 		return err
 	}
-	q := r.URL.Query()
-	before, _ := strconv.ParseInt(q.Get("before"), 10, 64)
-	limit, _ := strconv.Atoi(q.Get("limit"))
-	if limit <= 0 || limit > 500 {
-		limit = auditPageSize
+	l, err := parseAuditListing(r.URL.Query())
+	if err != nil {
+		return err
 	}
-	evs, err := s.st.ListAudit(r.Context(), acct.ID, max(before, 0), limit+1)
+	page, err := listAudit(r.Context(), s, acct.ID, l)
 	if err != nil {
 		return err
 	}
 	out := map[string]any{}
-	if len(evs) > limit {
-		evs = evs[:limit]
-		out["next_before"] = evs[len(evs)-1].ID
+	if page.Older > 0 {
+		out["next_before"] = page.Older
 	}
-	items := make([]eventJSON, 0, len(evs))
-	for _, ev := range evs {
+	if page.Newer > 0 {
+		out["prev_after"] = page.Newer
+	}
+	items := make([]eventJSON, 0, len(page.Events))
+	for _, ev := range page.Events {
 		items = append(items, eventJSON{ID: ev.ID, At: ev.At.UTC(), Actor: ev.Actor, Action: ev.Action,
-			KeyID: ev.KeyID, KeyName: ev.KeyName, KeyPrefix: ev.KeyDisplay, RemoteAddr: ev.RemoteAddr})
+			KeyID: ev.KeyID, KeyName: ev.KeyName, KeyPrefix: ev.KeyDisplay, RemoteAddr: ev.RemoteAddr, Detail: ev.Detail})
 	}
 	out["items"] = items
 	writeJSON(w, http.StatusOK, out)

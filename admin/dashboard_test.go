@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,7 +214,7 @@ func (f *fixture) live(key string) bool {
 }
 
 func (f *fixture) keyCount(acct string) int {
-	ks, err := f.app.Store().ListKeys(context.Background(), acct)
+	ks, err := store.AllKeys(context.Background(), f.app.Store(), acct)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -221,11 +222,11 @@ func (f *fixture) keyCount(acct string) int {
 }
 
 func (f *fixture) audit(acct string) []store.AuditEvent {
-	evs, err := f.app.Store().ListAudit(context.Background(), acct, 0, 1000)
+	p, err := f.app.Store().ListAudit(context.Background(), acct, store.AuditQuery{Limit: 1000})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return evs
+	return p.Events
 }
 
 func expect(t *testing.T, what string, r reply, status int, contains ...string) {
@@ -406,7 +407,7 @@ func TestCreateRestrictedKey(t *testing.T) {
 	if !f.live(keyPattern.FindString(r.body)) {
 		t.Fatal("the restricted key is not live")
 	}
-	ks, _ := f.app.Store().ListKeys(context.Background(), f.acme)
+	ks, _ := store.AllKeys(context.Background(), f.app.Store(), f.acme)
 	if len(ks) != 1 || ks[0].ServerID != "stag1234" || ks[0].Type != store.Restricted {
 		t.Fatalf("stored: %+v", ks)
 	}
@@ -685,7 +686,7 @@ func TestAuditRecordsEachActionOnce(t *testing.T) {
 	r := f.post("/create", "alice", url.Values{"account": {f.acme}, "csrf_token": {tok}, "type": {"restricted"}, "name": {"audited"}, "server": {"stag1234"}})
 	expect(t, "create", r, http.StatusOK)
 	plain := keyPattern.FindString(r.body)
-	ks, _ := f.app.Store().ListKeys(context.Background(), f.acme)
+	ks, _ := store.AllKeys(context.Background(), f.app.Store(), f.acme)
 	id := ks[0].ID
 	expect(t, "list", f.get("/", "alice"), http.StatusOK) // reading is not audited
 	expect(t, "reveal", f.api("POST", "/api/accounts/"+f.acme+"/keys/"+id+"/reveal", "alice", tok, nil), http.StatusOK, plain)
@@ -725,17 +726,319 @@ func TestAuditPages(t *testing.T) {
 	}
 	r := f.get("/audit?account="+f.acme, "alice")
 	expect(t, "first page", r, http.StatusOK, "key 54", "Older entries")
-	if strings.Contains(r.body, "key 04<") {
-		t.Fatal("the first page shows the oldest events")
+	if strings.Contains(r.body, "key 04<") || strings.Contains(r.body, "Newer entries") {
+		t.Fatal("the first page shows the oldest events, or a newer page")
 	}
-	next := regexp.MustCompile(`before=(\d+)`).FindStringSubmatch(r.body)
-	if next == nil {
-		t.Fatal("no link to older entries")
+	older := link(t, r, "next")
+	if !strings.Contains(older, "before=") {
+		t.Fatalf("the link to older entries is %q", older)
 	}
-	r = f.get("/audit?account="+f.acme+"&before="+next[1], "alice")
-	expect(t, "second page", r, http.StatusOK, "key 00", "key 04", "Newest")
+	r = f.get(older, "alice")
+	expect(t, "second page", r, http.StatusOK, "key 00", "key 04", "Newest", "Newer entries")
+	if r := f.get(link(t, r, "prev"), "alice"); !strings.Contains(r.body, "key 54") || !strings.Contains(r.body, "key 05<") {
+		t.Fatal("Newer entries does not lead back to the first page")
+	}
 	js := f.api("GET", "/api/accounts/"+f.acme+"/audit?limit=10", "alice", "", nil)
 	expect(t, "JSON page", js, http.StatusOK, `"next_before":`)
+}
+
+// link is the target of the page's link rel=next or rel=prev, as a path
+// of the dashboard; "" when there is none.
+func link(t *testing.T, r reply, rel string) string {
+	t.Helper()
+	m := regexp.MustCompile(`href="([^"]*)" rel="` + rel + `"`).FindStringSubmatch(r.body)
+	if m == nil {
+		return ""
+	}
+	return "/" + strings.TrimPrefix(html.UnescapeString(m[1]), "./")
+}
+
+// listed is the names of the keys the list page shows, in order.
+func listed(r reply) []string {
+	var names []string
+	for _, m := range regexp.MustCompile(`data-key-name="([^"]*)"`).FindAllStringSubmatch(r.body, -1) {
+		names = append(names, html.UnescapeString(m[1]))
+	}
+	return names
+}
+
+// TestKeyListPages: the list shows a page at a time, its links lead
+// through every key exactly once both ways, and keep the search and
+// the sort.
+func TestKeyListPages(t *testing.T) {
+	f := newFixture(t)
+	var all []string
+	for i := range 120 {
+		name := fmt.Sprintf("key %03d", i)
+		f.key(f.acme, name, "")
+		all = append(all, name)
+	}
+	f.key(f.other, "key 999", "")
+
+	r := f.get("/?account="+f.acme, "alice")
+	expect(t, "first page", r, http.StatusOK, "120 keys", `aria-sort="ascending"`, "Next")
+	if got := listed(r); !slices.Equal(got, all[:50]) {
+		t.Fatalf("the first page shows %v", got)
+	}
+	if link(t, r, "prev") != "" || strings.Contains(r.body, "First page") {
+		t.Fatal("the first page links to a previous page")
+	}
+
+	var got []string
+	var pages []reply
+	for target := "/?account=" + f.acme; target != ""; target = link(t, r, "next") {
+		if len(pages) > 3 {
+			t.Fatal("the pages go on")
+		}
+		r = f.get(target, "alice")
+		expect(t, target, r, http.StatusOK, "120 keys")
+		got = append(got, listed(r)...)
+		pages = append(pages, r)
+	}
+	if !slices.Equal(got, all) || len(pages) != 3 {
+		t.Fatalf("%d pages of %d keys, in this order: %v", len(pages), len(got), got)
+	}
+	for i := len(pages) - 1; i > 0; i-- {
+		back := f.get(link(t, pages[i], "prev"), "alice")
+		if !slices.Equal(listed(back), listed(pages[i-1])) {
+			t.Fatalf("Previous from page %d shows %v", i+1, listed(back))
+		}
+	}
+	expect(t, "the last page", pages[2], http.StatusOK, "First page")
+
+	// The JSON API pages alike, by its cursors.
+	got = nil
+	for q, n := "limit=50", 0; ; n++ {
+		js := f.api("GET", "/api/accounts/"+f.acme+"/keys?"+q, "alice", "", nil)
+		var page struct {
+			Items []struct {
+				Name string `json:"name"`
+			} `json:"items"`
+			Total int    `json:"total"`
+			Next  string `json:"next_cursor"`
+			Prev  string `json:"prev_cursor"`
+		}
+		if err := json.Unmarshal([]byte(js.body), &page); err != nil || js.status != http.StatusOK || page.Total != 120 || n > 3 {
+			t.Fatalf("JSON page %d: %d %s", n, js.status, js.body)
+		}
+		if (n == 0) != (page.Prev == "") {
+			t.Errorf("JSON page %d: prev_cursor %q", n, page.Prev)
+		}
+		for _, it := range page.Items {
+			got = append(got, it.Name)
+		}
+		if page.Next == "" {
+			break
+		}
+		q = "limit=50&cursor=" + url.QueryEscape(page.Next)
+	}
+	if !slices.Equal(got, all) {
+		t.Fatalf("the JSON pages hold %v", got)
+	}
+}
+
+// TestKeyListSearchAndSort: the search box finds keys by name or prefix,
+// the column headers sort, and each keeps the other.
+func TestKeyListSearchAndSort(t *testing.T) {
+	f := newFixture(t)
+	for _, name := range []string{"prod api", "Prod EU", "staging", "100% done", "100_x", "<b>bold</b>", "ci"} {
+		f.key(f.acme, name, "")
+	}
+	ci, _ := f.key(f.acme, "CI", "")
+	f.key(f.other, "prod other", "")
+	used := map[string]time.Time{}
+	for _, k := range []string{"staging", "ci"} {
+		ks, _ := f.app.Store().ListKeys(context.Background(), f.acme, store.KeyQuery{Search: k})
+		used[ks.Keys[0].ID] = time.Now().Add(-time.Duration(len(used)+1) * time.Hour)
+	}
+	if err := f.app.Store().TouchKeys(context.Background(), used); err != nil {
+		t.Fatal(err)
+	}
+	list := func(query string) (reply, []string) {
+		t.Helper()
+		r := f.get("/?account="+f.acme+"&"+query, "alice")
+		expect(t, query, r, http.StatusOK)
+		return r, listed(r)
+	}
+
+	// How a test compares the names listed with those it wants.
+	const (
+		anyOrder = iota // the same names
+		inOrder         // the same names in order, ignoring case (ci and CI tie, and go by id)
+		first           // these names first, in order
+	)
+	for _, tc := range []struct {
+		query   string
+		compare int
+		want    []string
+		count   string
+	}{
+		{"q=prod", anyOrder, []string{"prod api", "Prod EU"}, "2 keys match"},
+		{"q=PROD&sort=name&order=desc", inOrder, []string{"prod eu", "prod api"}, "2 keys match"},
+		{"q=%25", anyOrder, []string{"100% done"}, "1 key matches"},
+		{"q=_", anyOrder, []string{"100_x"}, "1 key matches"},
+		{"q=" + url.QueryEscape(ci.Display+"…"), anyOrder, []string{"CI"}, "1 key matches"},
+		{"q=nothing", anyOrder, nil, "0 keys match"},
+		{"sort=name", inOrder, []string{"100% done", "100_x", "<b>bold</b>", "ci", "ci", "prod api", "prod eu", "staging"}, "8 keys"},
+		{"sort=last_used&order=desc", first, []string{"staging", "ci"}, "8 keys"},
+	} {
+		r, got := list(tc.query)
+		switch tc.compare {
+		case anyOrder:
+			slices.Sort(got)
+			slices.Sort(tc.want)
+		case inOrder:
+			for i := range got {
+				got[i] = strings.ToLower(got[i])
+			}
+		case first:
+			got = got[:min(len(got), len(tc.want))]
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.query, got, tc.want)
+		}
+		expect(t, tc.query, r, http.StatusOK, tc.count)
+	}
+
+	// The sort links keep the search; the search form keeps the sort.
+	r, _ := list("q=prod&sort=name&order=desc")
+	expect(t, "sorted search", r, http.StatusOK,
+		`aria-sort="descending"`,
+		`href="./?account=`+f.acme+`&q=prod&sort=name"`,                 // Name: the other way
+		`href="./?account=`+f.acme+`&order=desc&q=prod&sort=last_used"`, // Last used: most recent first
+		`<input type="hidden" name="order" value="desc">`, `<input type="hidden" name="sort" value="name">`,
+		`value="prod"`, "Clear")
+
+	// What the user typed is text, on the page and in its links.
+	r, _ = list("q=" + url.QueryEscape(`"><script>alert(1)</script>`))
+	if strings.Contains(r.body, "<script>alert") || !strings.Contains(r.body, "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Fatalf("the search is not escaped:\n%s", r.body)
+	}
+	r, got := list("q=" + url.QueryEscape("<b>"))
+	if !slices.Equal(got, []string{"<b>bold</b>"}) || strings.Contains(r.body, "<b>bold") {
+		t.Fatalf("search of markup: %q", got)
+	}
+	// A whole key is searched by its prefix, and never shown.
+	_, plain := f.key(f.acme, "pasted", "")
+	r, got = list("q=" + url.QueryEscape(plain))
+	if !slices.Equal(got, []string{"pasted"}) || strings.Contains(r.body, plain) {
+		t.Fatalf("search of a whole key: %q", got)
+	}
+	if regexp.MustCompile(`<style|style=|onclick=|javascript:|<script>`).MatchString(r.body) {
+		t.Fatal("the searched page has inline script or style")
+	}
+}
+
+// TestListBadParameters: parameters the lists cannot use are a 400 that
+// says what is expected, on the pages and in the JSON API, never a 500.
+func TestListBadParameters(t *testing.T) {
+	f := newFixture(t)
+	for i := range 3 {
+		f.key(f.acme, fmt.Sprintf("k%d", i), "")
+	}
+	js := f.api("GET", "/api/accounts/"+f.acme+"/keys?sort=name&limit=1", "alice", "", nil)
+	var page struct {
+		Next string `json:"next_cursor"`
+	}
+	if err := json.Unmarshal([]byte(js.body), &page); err != nil || page.Next == "" {
+		t.Fatalf("JSON list: %s", js.body)
+	}
+	nameCursor := url.QueryEscape(page.Next)
+
+	const (
+		badSort   = "Keys sort by name, created or last_used"
+		badLimit  = "The limit is a whole number from 1 to 500"
+		badCursor = "This page link is damaged"
+		badSearch = "at most 100 characters"
+		badAction = "The action is one of"
+		badBound  = "before and after are event ids"
+	)
+	for _, tc := range []struct{ query, want string }{
+		{"sort=digest", badSort},
+		{"sort=name%3B+drop+table+api_keys", badSort},
+		{"order=sideways", badSort},
+		{"limit=0", badLimit},
+		{"limit=-1", badLimit},
+		{"limit=501", badLimit},
+		{"limit=99999999999999999999999", badLimit},
+		{"limit=ten", badLimit},
+		{"cursor=garbage", badCursor},
+		{"cursor=" + strings.Repeat("A", 5000), badCursor},
+		{"cursor=" + nameCursor, badCursor},                      // a cursor of the name order, sorted by creation
+		{"sort=name&order=desc&cursor=" + nameCursor, badCursor}, // the other way
+		{"q=" + strings.Repeat("x", 101), badSearch},
+		{"q=%00", badSearch},
+		{"q=%FF", badSearch},
+	} {
+		r := f.get("/?account="+f.acme+"&"+tc.query, "alice")
+		expect(t, "page "+tc.query, r, http.StatusBadRequest, tc.want)
+		r = f.api("GET", "/api/accounts/"+f.acme+"/keys?"+tc.query, "alice", "", nil)
+		expect(t, "JSON "+tc.query, r, http.StatusBadRequest, tc.want)
+	}
+	for _, tc := range []struct{ query, want string }{
+		{"action=key.steal", badAction},
+		{"action=%27+or+1%3D1", badAction},
+		{"before=abc", badBound},
+		{"before=-5", badBound},
+		{"after=0", badBound},
+		{"before=5&after=2", badBound},
+		{"before=99999999999999999999999", badBound},
+		{"limit=0", badLimit},
+		{"limit=100000", badLimit},
+		{"q=" + strings.Repeat("%25", 200), badSearch},
+	} {
+		r := f.get("/audit?account="+f.acme+"&"+tc.query, "alice")
+		expect(t, "audit page "+tc.query, r, http.StatusBadRequest, tc.want)
+		r = f.api("GET", "/api/accounts/"+f.acme+"/audit?"+tc.query, "alice", "", nil)
+		expect(t, "JSON audit "+tc.query, r, http.StatusBadRequest, tc.want)
+	}
+	// The longest search and the largest page are fine.
+	expect(t, "long search", f.get("/?account="+f.acme+"&limit=500&q="+strings.Repeat("x", 100), "alice"), http.StatusOK, "0 keys match")
+	expect(t, "long audit search", f.get("/audit?account="+f.acme+"&limit=500&q="+strings.Repeat("x", 100), "alice"), http.StatusOK, "No events match")
+}
+
+// TestAuditSearch: the audit log is searched by key name or prefix and
+// by action, and its pages keep both.
+func TestAuditSearch(t *testing.T) {
+	f := newFixture(t)
+	tok := f.token("alice", f.acme)
+	var staging store.Key
+	for i := range 8 {
+		k, _ := f.key(f.acme, fmt.Sprintf("staging %d", i), "")
+		f.key(f.acme, fmt.Sprintf("prod %d", i), "")
+		if i == 0 {
+			staging = k
+		}
+	}
+	for range 3 {
+		expect(t, "reveal", f.api("POST", "/api/accounts/"+f.acme+"/keys/"+staging.ID+"/reveal", "alice", tok, nil), http.StatusOK)
+	}
+
+	r := f.get("/audit?account="+f.acme+"&action=key.reveal", "alice")
+	expect(t, "reveals", r, http.StatusOK, "staging 0", `<option value="key.reveal" selected>`)
+	if strings.Contains(r.body, "prod 0") || strings.Count(r.body, `badge-reveal">Revealed<`) != 3 {
+		t.Fatalf("the reveals page shows other events:\n%s", r.body)
+	}
+	r = f.get("/audit?account="+f.acme+"&q=STAGING&action=key.create&limit=3", "alice")
+	expect(t, "search", r, http.StatusOK, "staging 7", "staging 5", `value="STAGING"`, "Clear")
+	if strings.Contains(r.body, "prod ") || strings.Contains(r.body, `badge-reveal">Revealed<`) {
+		t.Fatal("the search shows other keys' events")
+	}
+	older := link(t, r, "next")
+	for _, want := range []string{"q=STAGING", "action=key.create", "limit=3", "before="} {
+		if !strings.Contains(older, want) {
+			t.Fatalf("the link to older entries %q lacks %s", older, want)
+		}
+	}
+	expect(t, "older", f.get(older, "alice"), http.StatusOK, "staging 4", "staging 2")
+	r = f.get("/audit?account="+f.acme+"&q="+url.QueryEscape(staging.Display), "alice")
+	expect(t, "by prefix", r, http.StatusOK, "staging 0", "Revealed", "Created")
+
+	js := f.api("GET", "/api/accounts/"+f.acme+"/audit?q=prod&action=key.create&limit=5", "alice", "", nil)
+	expect(t, "JSON search", js, http.StatusOK, `"next_before":`, `"key_name":"prod 7"`)
+	if strings.Contains(js.body, "staging") {
+		t.Fatal("the JSON search shows other keys' events")
+	}
 }
 
 func TestInboxAPIFailures(t *testing.T) {

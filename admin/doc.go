@@ -17,24 +17,32 @@
 // Relative to wherever the module is mounted (a site root, or a path with
 // handle_path):
 //
-//	GET  /                         the account's API keys (?account=<id>)
+//	GET  /                         the account's API keys (?account=<id>, and the list's parameters below)
 //	GET  /new?type=standard|restricted&account=<id>   the create form
 //	POST /create                   create a key; the response shows it once
 //	POST /reveal                   show a key again
 //	GET  /delete?account=&key=     the delete confirmation (without JavaScript)
 //	POST /delete                   delete a key; confirm_name must be its name
-//	GET  /audit                    the audit log (?account=<id>&before=<event id>)
+//	GET  /audit                    the audit log (?account=<id>, and the log's parameters below)
 //	GET  /fleet                    the fleet's live instances (operators only)
 //	GET  /static/...               the page's stylesheet and script
 //
 //	GET  /api/accounts                                   the user's accounts, with a CSRF token each
-//	GET  /api/accounts/{account}/keys                    the account's keys
+//	GET  /api/accounts/{account}/keys                    a page of keys: items, total, next_cursor, prev_cursor
 //	POST /api/accounts/{account}/keys                    {"name","type","server"} → the key, once
 //	POST /api/accounts/{account}/keys/{key}/reveal       → {"key": …}
 //	POST /api/accounts/{account}/keys/{key}/delete       {"name"} must be the key's name
 //	GET  /api/accounts/{account}/inboxes                 the account's inboxes, from the inbox API
-//	GET  /api/accounts/{account}/audit                   ?before=<event id>&limit=<n>
+//	GET  /api/accounts/{account}/audit                   a page of events: items, next_before, prev_after
 //	GET  /api/fleet                                      the fleet's live instances (operators only)
+//
+// The key list, page and API alike, takes q (a name, or a key's prefix
+// kg_…), sort (name, created or last_used), order (asc or desc), cursor
+// (a page's next or previous cursor) and limit (1 to 500; the page shows
+// 50). The audit log takes q (a key's name or prefix), action
+// (key.create, key.reveal, key.delete or secret.rotate), before or after
+// (an event id from a page's links) and limit. A parameter out of these
+// bounds is answered with 400 and what is expected.
 //
 // Every request needs a signed-in user who is an administrator of the
 // account it names; a request authenticated with an API key is refused.

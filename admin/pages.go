@@ -108,6 +108,14 @@ type keysView struct {
 	Keys        []keyRow
 	InboxError  string
 	CanRestrict bool
+
+	Search     string              // the search the list shows, cleaned
+	Total      string              // how many keys match, as a number for people
+	Hidden     map[string]string   // the search form's other parameters: sort, order, limit
+	Sorts      map[string]sortLink // the sortable columns' links, by sort name
+	Clear      string              // the list without the search
+	First      string              // the first page, when this is not it
+	Prev, Next string              // the neighbouring pages; "" for none
 }
 
 // defaultAccount is the account a user lands on: the first they
@@ -148,16 +156,52 @@ func (d *Dashboard) keysPage(w http.ResponseWriter, r *http.Request, s *session)
 	if err != nil {
 		return err
 	}
-	ks, err := s.st.ListKeys(ctx, acct.ID)
+	l, err := parseKeyListing(r.URL.Query())
 	if err != nil {
 		return err
 	}
-	names, inboxErr := d.inboxNames(ctx, acct.ID, ks...)
+	page, err := listKeys(ctx, s, acct.ID, l)
+	if err != nil {
+		return err
+	}
+	names, inboxErr := d.inboxNames(ctx, acct.ID, page.Keys...)
 	v := keysView{view: d.base(s, accts, &acct, "API Keys", "keys"), InboxError: inboxErr, CanRestrict: d.cfg.Inboxes != nil}
-	for _, k := range ks {
+	for _, k := range page.Keys {
 		v.Keys = append(v.Keys, d.row(k, names))
 	}
+	v.listing(acct.ID, l, page)
 	return d.render(w, http.StatusOK, "keys", v)
+}
+
+// listing fills in the search form, the column links and the pager.
+func (v *keysView) listing(accountID string, l keyListing, page store.KeyPage) {
+	v.Search, v.Total = l.Search, humanize.Comma(int64(page.Total))
+	v.Hidden = map[string]string{}
+	if l.Order != store.ByCreated {
+		v.Hidden["sort"] = string(l.Order)
+	}
+	if l.Desc {
+		v.Hidden["order"] = "desc"
+	}
+	if l.Limit != 0 {
+		v.Hidden["limit"] = strconv.Itoa(l.Limit)
+	}
+	v.Sorts = l.sortLinks(accountID)
+	first := l.at("")
+	if l.Search != "" {
+		unsearched := first
+		unsearched.Search = ""
+		v.Clear = unsearched.href(accountID)
+	}
+	if l.Cursor != "" {
+		v.First = first.href(accountID)
+	}
+	if page.Prev != "" {
+		v.Prev = l.at(page.Prev).href(accountID)
+	}
+	if page.Next != "" {
+		v.Next = l.at(page.Next).href(accountID)
+	}
 }
 
 type newView struct {
@@ -341,9 +385,6 @@ func (d *Dashboard) deletePage(w http.ResponseWriter, r *http.Request, s *sessio
 	return d.render(w, http.StatusOK, "deleted", deletedView{view: d.base(s, accts, &acct, "API key deleted", "keys"), Key: d.row(k, nil), Revocation: rv.String()})
 }
 
-// auditPageSize is how many events a page of the audit log shows.
-const auditPageSize = 50
-
 type eventRow struct {
 	ID                         int64
 	When, WhenISO              string
@@ -355,9 +396,20 @@ type eventRow struct {
 
 type auditView struct {
 	view
-	Events []eventRow
-	Older  int64 // the before= of the next page; 0 when this is the last
-	Paged  bool  // this is not the first page
+	Events  []eventRow
+	Search  string         // the search the log shows, cleaned
+	Action  string         // the action it shows; "" for all
+	Actions []actionOption // the action filter's choices
+	Limit   string         // the limit the request gave; "" for the page's size
+	Clear   string         // the log without the search and action
+	Newest  string         // the newest page, when this is not it
+	Newer   string         // the page of newer events; "" for none
+	Older   string         // the page of older events; "" for none
+}
+
+type actionOption struct {
+	Value, Label string
+	Selected     bool
 }
 
 var actionLabels = map[string][2]string{
@@ -375,8 +427,11 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		return err
 	}
-	before, _ := strconv.ParseInt(q.Get("before"), 10, 64)
-	evs, err := s.st.ListAudit(ctx, acct.ID, max(before, 0), auditPageSize+1)
+	l, err := parseAuditListing(q)
+	if err != nil {
+		return err
+	}
+	page, err := listAudit(ctx, s, acct.ID, l)
 	if err != nil {
 		return err
 	}
@@ -384,12 +439,9 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		return err
 	}
-	v := auditView{view: d.base(s, accts, &acct, "Audit log", "audit"), Paged: before > 0}
-	if len(evs) > auditPageSize {
-		evs = evs[:auditPageSize]
-		v.Older = evs[len(evs)-1].ID
-	}
-	for _, ev := range evs {
+	v := auditView{view: d.base(s, accts, &acct, "Audit log", "audit")}
+	v.listing(acct.ID, l, page)
+	for _, ev := range page.Events {
 		label, ok := actionLabels[ev.Action]
 		if !ok {
 			label = [2]string{ev.Action, "other"}
@@ -405,6 +457,32 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session
 		})
 	}
 	return d.render(w, http.StatusOK, "audit", v)
+}
+
+// auditActions are the audit log's action filter's choices, in order.
+var auditActions = []string{store.ActionCreate, store.ActionReveal, store.ActionDelete, store.ActionRotate}
+
+// listing fills in the search form and the pager.
+func (v *auditView) listing(accountID string, l auditListing, page store.AuditPage) {
+	v.Search, v.Action = l.Search, l.Action
+	for _, a := range auditActions {
+		v.Actions = append(v.Actions, actionOption{Value: a, Label: actionLabels[a][0], Selected: a == l.Action})
+	}
+	if l.Limit != 0 {
+		v.Limit = strconv.Itoa(l.Limit)
+	}
+	if l.Search != "" || l.Action != "" {
+		v.Clear = auditListing{Limit: l.Limit}.href(accountID)
+	}
+	if l.Before > 0 || l.After > 0 {
+		v.Newest = l.at(0, 0).href(accountID)
+	}
+	if page.Newer > 0 {
+		v.Newer = l.at(0, page.Newer).href(accountID)
+	}
+	if page.Older > 0 {
+		v.Older = l.at(page.Older, 0).href(accountID)
+	}
 }
 
 type errorView struct {

@@ -186,7 +186,7 @@ creator. Account administrators manage keys in the dashboard.`,
 			if err != nil {
 				return err
 			}
-			ks, err := op.rt.store.ListKeys(ctx, acct.ID)
+			ks, err := store.AllKeys(ctx, op.rt.store, acct.ID)
 			if err != nil {
 				return err
 			}

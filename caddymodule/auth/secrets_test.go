@@ -280,11 +280,11 @@ func TestRotate(t *testing.T) {
 				t.Fatalf("the old digest of %s is still stored: %v", id, err)
 			}
 		}
-		evs, err := st.ListAudit(ctx, acct.ID, 0, 1000)
+		page, err := st.ListAudit(ctx, acct.ID, store.AuditQuery{Action: store.ActionRotate})
 		if err != nil {
 			t.Fatal(err)
 		}
-		rotations := slices.DeleteFunc(evs, func(ev store.AuditEvent) bool { return ev.Action != store.ActionRotate })
+		rotations := page.Events
 		if len(rotations) != 1 || rotations[0].Actor != "operator:test" || !strings.Contains(rotations[0].Detail, "40 keys") {
 			t.Fatalf("audit of the rotation: %+v", rotations)
 		}

@@ -3,28 +3,79 @@ package store
 import (
 	"errors"
 	"math"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
 
-func TestAuditPage(t *testing.T) {
+func TestPlanAudit(t *testing.T) {
 	for _, tc := range []struct {
-		beforeID   int64
-		limit      int
-		wantBefore int64
-		wantN      int
+		q         AuditQuery
+		wantDesc  bool
+		wantBound int64
+		wantFetch int
 	}{
-		{0, 0, math.MaxInt64, DefaultAuditLimit},
-		{-1, -5, math.MaxInt64, DefaultAuditLimit},
-		{42, 10, 42, 10},
-		{1, 1, 1, 1},
-		{7, MaxAuditLimit, 7, MaxAuditLimit},
-		{7, MaxAuditLimit + 1, 7, MaxAuditLimit},
-		{7, math.MaxInt, 7, MaxAuditLimit},
+		{AuditQuery{}, true, math.MaxInt64, DefaultAuditLimit + 1},
+		{AuditQuery{Before: -1, After: -1, Limit: -5}, true, math.MaxInt64, DefaultAuditLimit + 1},
+		{AuditQuery{Before: 42, Limit: 10}, true, 42, 11},
+		{AuditQuery{After: 42, Limit: 10}, false, 42, 11},
+		{AuditQuery{Before: 1, Limit: 1}, true, 1, 2},
+		{AuditQuery{Before: 7, Limit: MaxAuditLimit}, true, 7, MaxAuditLimit + 1},
+		{AuditQuery{Before: 7, Limit: MaxAuditLimit + 1}, true, 7, MaxAuditLimit + 1},
+		{AuditQuery{Before: 7, Limit: math.MaxInt}, true, 7, MaxAuditLimit + 1},
 	} {
-		before, n := AuditPage(tc.beforeID, tc.limit)
-		if before != tc.wantBefore || n != tc.wantN {
-			t.Errorf("AuditPage(%d, %d) = %d, %d; want %d, %d", tc.beforeID, tc.limit, before, n, tc.wantBefore, tc.wantN)
+		s, err := PlanAudit(tc.q)
+		if err != nil || s.Desc != tc.wantDesc || s.Bound != tc.wantBound || s.Fetch != tc.wantFetch {
+			t.Errorf("PlanAudit(%+v) = %+v, %v; want desc %v, bound %d, fetch %d", tc.q, s, err, tc.wantDesc, tc.wantBound, tc.wantFetch)
+		}
+	}
+	for what, q := range map[string]AuditQuery{
+		"both bounds":    {Before: 9, After: 3},
+		"unknown action": {Action: "key.steal"},
+		"NUL in search":  {Search: "a\x00b"},
+		"long search":    {Search: strings.Repeat("x", MaxSearchLen+1)},
+	} {
+		if _, err := PlanAudit(q); !errors.Is(err, ErrInvalid) {
+			t.Errorf("PlanAudit with %s = %v; want ErrInvalid", what, err)
+		}
+	}
+}
+
+func TestAuditScanPage(t *testing.T) {
+	evs := func(ids ...int64) []AuditEvent {
+		var out []AuditEvent
+		for _, id := range ids {
+			out = append(out, AuditEvent{ID: id})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		what         string
+		q            AuditQuery
+		read         []AuditEvent // as the scan reads them
+		want         []int64
+		older, newer int64
+	}{
+		{"newest, more", AuditQuery{Limit: 2}, evs(9, 8, 7), []int64{9, 8}, 8, 0},
+		{"newest, all", AuditQuery{Limit: 3}, evs(9, 8), []int64{9, 8}, 0, 0},
+		{"older, more", AuditQuery{Before: 9, Limit: 2}, evs(8, 7, 6), []int64{8, 7}, 7, 8},
+		{"older, last", AuditQuery{Before: 9, Limit: 2}, evs(8), []int64{8}, 0, 8},
+		{"newer, more", AuditQuery{After: 5, Limit: 2}, evs(6, 7, 8), []int64{7, 6}, 6, 7},
+		{"newer, newest", AuditQuery{After: 5, Limit: 2}, evs(6, 7), []int64{7, 6}, 6, 0},
+		{"nothing", AuditQuery{Before: 3}, nil, nil, 0, 0},
+	} {
+		s, err := PlanAudit(tc.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := s.Page(tc.read)
+		var got []int64
+		for _, ev := range p.Events {
+			got = append(got, ev.ID)
+		}
+		if !slices.Equal(got, tc.want) || p.Older != tc.older || p.Newer != tc.newer {
+			t.Errorf("%s: page %v, older %d, newer %d; want %v, %d, %d", tc.what, got, p.Older, p.Newer, tc.want, tc.older, tc.newer)
 		}
 	}
 }

@@ -8,11 +8,12 @@
 // that the backends cannot drift apart and a new one writes only its SQL:
 // what input is valid (the Validate and Check functions), what a store
 // fills in before it inserts a row (the Prepare functions: ids, times and
-// the audit event of a key change), how ListAudit pages (AuditPage), how
-// migration files are named and ordered (ParseMigrations) and when a
-// schema is migrated far enough (CheckSchema). A backend maps these onto
-// its queries and its database's errors onto ErrNotFound, ErrNameTaken and
-// ErrInvalid.
+// the audit event of a key change), how ListKeys and ListAudit search,
+// sort and page (PlanKeys and PlanAudit make the scan a backend runs, and
+// the page of what it read), how migration files are named and ordered
+// (ParseMigrations) and when a schema is migrated far enough
+// (CheckSchema). A backend maps these onto its queries and its database's
+// errors onto ErrNotFound, ErrNameTaken and ErrInvalid.
 //
 // A store never sees a plaintext key: only its digest (for lookup) and its
 // sealed copy (for reveal), both made by package keys.
@@ -171,8 +172,11 @@ type Store interface {
 	CreateKey(ctx context.Context, k Key, ev AuditEvent) (Key, error)
 	// GetKey returns one key of the account, Sealed included.
 	GetKey(ctx context.Context, accountID, keyID string) (Key, error)
-	// ListKeys returns the account's keys, oldest first, without Sealed.
-	ListKeys(ctx context.Context, accountID string) ([]Key, error)
+	// ListKeys returns a page of the account's keys, without Sealed: those
+	// the query's search matches, in its order, and how many match in
+	// all. It runs PlanKeys's scan, so a bad query is ErrInvalid; an
+	// unknown account has no keys. AllKeys reads every page.
+	ListKeys(ctx context.Context, accountID string, q KeyQuery) (KeyPage, error)
 	// DeleteKey removes the key for good (sealed copy included) and writes
 	// ev in the same transaction, filling ev's KeyName and KeyDisplay from
 	// the deleted row. It returns the deleted key, whose Digest the caller
@@ -201,10 +205,10 @@ type Store interface {
 	// AppendAudit writes one audit event (reveals; creates and deletes are
 	// written by CreateKey and DeleteKey).
 	AppendAudit(ctx context.Context, ev AuditEvent) error
-	// ListAudit returns up to limit of the account's events, newest first,
-	// older than beforeID when beforeID > 0 (for paging). A limit <= 0
-	// means DefaultAuditLimit, and none goes above MaxAuditLimit (AuditPage).
-	ListAudit(ctx context.Context, accountID string, beforeID int64, limit int) ([]AuditEvent, error)
+	// ListAudit returns a page of the account's events, newest first:
+	// those the query's search and action match, before or after an event
+	// id. It runs PlanAudit's scan, so a bad query is ErrInvalid.
+	ListAudit(ctx context.Context, accountID string, q AuditQuery) (AuditPage, error)
 
 	// Secrets returns the secrets the store's keys depend on, oldest
 	// first: the one new keys are made with (Current), and every other

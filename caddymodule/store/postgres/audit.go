@@ -22,19 +22,32 @@ func (s *Store) AppendAudit(ctx context.Context, ev store.AuditEvent) error {
 	return nil
 }
 
-// ListAudit pages through the account's events, newest first.
-func (s *Store) ListAudit(ctx context.Context, accountID string, beforeID int64, limit int) ([]store.AuditEvent, error) {
-	if notFound(accountID) {
-		return nil, nil
+// ListAudit reads a page of the account's events: the scan of
+// store.PlanAudit, from the index on account and id, or on account,
+// action and id.
+func (s *Store) ListAudit(ctx context.Context, accountID string, q store.AuditQuery) (store.AuditPage, error) {
+	const doing = "listing audit events"
+	scan, err := store.PlanAudit(q)
+	if err != nil {
+		return store.AuditPage{}, fmt.Errorf("%s: %w", doing, err)
 	}
-	beforeID, limit = store.AuditPage(beforeID, limit)
-	const listSQL = `
+	if notFound(accountID) {
+		return scan.Page(nil), nil
+	}
+	var p params
+	op, dir := store.Direction(scan.Desc)
+	where := "account_id = " + p.add(accountID) + " and id " + op + " " + p.add(scan.Bound)
+	if scan.Action != "" {
+		where += " and action = " + p.add(scan.Action)
+	}
+	where += matchSQL(&p, scan.Match, "key_name", "key_display")
+	listSQL := `
 		select id, account_id, actor, action, key_id, key_name, key_display, remote_addr, detail, at
 		from audit_events
-		where account_id = $1 and id < $2
-		order by id desc
-		limit $3`
-	rows, _ := s.pool.Query(ctx, listSQL, accountID, beforeID, limit)
+		where ` + where + `
+		order by id ` + dir + `
+		limit ` + p.add(scan.Fetch)
+	rows, _ := s.pool.Query(ctx, listSQL, p...)
 	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.AuditEvent, error) {
 		var ev store.AuditEvent
 		err := row.Scan(&ev.ID, &ev.AccountID, &ev.Actor, &ev.Action, &ev.KeyID, &ev.KeyName, &ev.KeyDisplay, &ev.RemoteAddr, &ev.Detail, &ev.At)
@@ -42,9 +55,9 @@ func (s *Store) ListAudit(ctx context.Context, accountID string, beforeID int64,
 		return ev, err
 	})
 	if err != nil {
-		return nil, wrap("listing audit events", "account", err)
+		return store.AuditPage{}, wrap(doing, "account", err)
 	}
-	return evs, nil
+	return scan.Page(evs), nil
 }
 
 // querier is a pool or a transaction.

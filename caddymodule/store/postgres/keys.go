@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -102,24 +103,79 @@ func (s *Store) GetKey(ctx context.Context, accountID, keyID string) (store.Key,
 	return k, nil
 }
 
-// ListKeys returns the account's keys, oldest first, without sealed copies.
-func (s *Store) ListKeys(ctx context.Context, accountID string) ([]store.Key, error) {
-	if notFound(accountID) {
-		return nil, nil
+// keyOrders are the expressions each store.KeyOrder sorts on, over a row
+// and over a cursor's value (%s), as migration 0005 indexes them, ties
+// broken by idOrder. Under the "C" collation lower folds ASCII letters only
+// and text sorts by code point, as in every store whatever the
+// database's locale; a key never used sorts first.
+var keyOrders = map[store.KeyOrder]struct{ row, val string }{
+	store.ByName:     {`lower(name collate "C")`, `lower(%s::text collate "C")`},
+	store.ByCreated:  {`created_at`, `%s::timestamptz`},
+	store.ByLastUsed: {`coalesce(last_used_at, '-infinity')`, `coalesce(%s::timestamptz, '-infinity')`},
+}
+
+const idOrder = `id collate "C"`
+
+// ListKeys reads a page of the account's keys, without sealed copies, and
+// counts the keys that match: the scan of store.PlanKeys, from the
+// indexes of the order (but for ByLastUsed, which is sorted: an index on
+// last_used_at would cost every TouchKeys its in-place updates).
+func (s *Store) ListKeys(ctx context.Context, accountID string, q store.KeyQuery) (store.KeyPage, error) {
+	const doing = "listing keys"
+	scan, err := store.PlanKeys(q)
+	if err != nil {
+		return store.KeyPage{}, fmt.Errorf("%s: %w", doing, err)
 	}
-	const listSQL = `
+	if notFound(accountID) {
+		return scan.Page(nil, 0), nil
+	}
+	var p params
+	where := "account_id = " + p.add(accountID) + matchSQL(&p, scan.Match, "name", "display")
+	var total int
+	if err := s.pool.QueryRow(ctx, "select count(*) from api_keys where "+where, p...).Scan(&total); err != nil {
+		return store.KeyPage{}, wrap(doing, "key", err)
+	}
+	order := keyOrders[scan.Order]
+	op, dir := store.Direction(scan.Desc)
+	if scan.From != nil {
+		val := fmt.Sprintf(order.val, p.add(scan.From.Value(scan.Order)))
+		where += fmt.Sprintf(" and (%s, %s) %s (%s, %s)", order.row, idOrder, op, val, p.add(scan.From.ID))
+	}
+	listSQL := `
 		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at
 		from api_keys
-		where account_id = $1
-		order by created_at, id`
-	rows, _ := s.pool.Query(ctx, listSQL, accountID)
+		where ` + where + `
+		order by ` + order.row + " " + dir + ", " + idOrder + " " + dir + `
+		limit ` + p.add(scan.Fetch)
+	rows, _ := s.pool.Query(ctx, listSQL, p...)
 	ks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Key, error) {
 		return scanKey(row, false)
 	})
 	if err != nil {
-		return nil, wrap("listing keys", "key", err)
+		return store.KeyPage{}, wrap(doing, "key", err)
 	}
-	return ks, nil
+	return scan.Page(ks, total), nil
+}
+
+// matchSQL is the condition of a store.Match on the columns of a name and
+// a display prefix: "" when it matches every row, else " and (...)".
+func matchSQL(p *params, m store.Match, name, display string) string {
+	if m.Any() {
+		return ""
+	}
+	cond := fmt.Sprintf(`lower(%s collate "C") like %s escape '\'`, name, p.add(m.Name))
+	if m.Display != "" {
+		cond += fmt.Sprintf(" or starts_with(%s, %s)", display, p.add(m.Display))
+	}
+	return " and (" + cond + ")"
+}
+
+// params numbers a statement's parameters as its text adds them.
+type params []any
+
+func (p *params) add(v any) string {
+	*p = append(*p, v)
+	return "$" + strconv.Itoa(len(*p))
 }
 
 // DeleteKey deletes the key's row, sealed copy and all, and writes ev in

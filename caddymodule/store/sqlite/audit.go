@@ -21,19 +21,31 @@ func (s *Store) AppendAudit(ctx context.Context, ev store.AuditEvent) error {
 	return nil
 }
 
-// ListAudit pages through the account's events, newest first.
-func (s *Store) ListAudit(ctx context.Context, accountID string, beforeID int64, limit int) ([]store.AuditEvent, error) {
+// ListAudit reads a page of the account's events: the scan of
+// store.PlanAudit, from the index on account and id, or on account,
+// action and id.
+func (s *Store) ListAudit(ctx context.Context, accountID string, q store.AuditQuery) (store.AuditPage, error) {
 	const doing = "listing audit events"
-	beforeID, limit = store.AuditPage(beforeID, limit)
-	const listSQL = `
+	scan, err := store.PlanAudit(q)
+	if err != nil {
+		return store.AuditPage{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	var p params
+	op, dir := store.Direction(scan.Desc)
+	where := "account_id = " + p.add(accountID) + " and id " + op + " " + p.add(scan.Bound)
+	if scan.Action != "" {
+		where += " and action = " + p.add(scan.Action)
+	}
+	where += matchSQL(&p, scan.Match, "key_name", "key_display")
+	listSQL := `
 		select id, account_id, actor, action, key_id, key_name, key_display, remote_addr, detail, at
 		from audit_events
-		where account_id = ? and id < ?
-		order by id desc
-		limit ?`
-	rows, err := s.db.QueryContext(ctx, listSQL, accountID, beforeID, limit)
+		where ` + where + `
+		order by id ` + dir + `
+		limit ` + p.add(scan.Fetch)
+	rows, err := s.db.QueryContext(ctx, listSQL, p...)
 	if err != nil {
-		return nil, wrap(doing, "account", err)
+		return store.AuditPage{}, wrap(doing, "account", err)
 	}
 	defer rows.Close()
 	var evs []store.AuditEvent
@@ -44,15 +56,15 @@ func (s *Store) ListAudit(ctx context.Context, accountID string, beforeID int64,
 		)
 		err := rows.Scan(&ev.ID, &ev.AccountID, &ev.Actor, &ev.Action, &ev.KeyID, &ev.KeyName, &ev.KeyDisplay, &ev.RemoteAddr, &ev.Detail, &at)
 		if err != nil {
-			return nil, wrap(doing, "account", err)
+			return store.AuditPage{}, wrap(doing, "account", err)
 		}
 		ev.At = fromMicros(at)
 		evs = append(evs, ev)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, wrap(doing, "account", err)
+		return store.AuditPage{}, wrap(doing, "account", err)
 	}
-	return evs, nil
+	return scan.Page(evs), nil
 }
 
 // execer is a database or a transaction.

@@ -96,30 +96,104 @@ func (s *Store) GetKey(ctx context.Context, accountID, keyID string) (store.Key,
 	return k, nil
 }
 
-// ListKeys returns the account's keys, oldest first, without sealed copies.
-func (s *Store) ListKeys(ctx context.Context, accountID string) ([]store.Key, error) {
-	const listSQL = `
+// neverUsed stands for the last use of a key never used: before any.
+const neverUsed = "-9223372036854775807"
+
+// keyOrders are the expressions each store.KeyOrder sorts on, over a row
+// and over a cursor's value (%s), as migration 0004 indexes them. lower
+// folds ASCII letters only and names sort by code point, as in every
+// store; a key never used sorts first.
+var keyOrders = map[store.KeyOrder]struct{ row, val string }{
+	store.ByName:     {`lower(name)`, `lower(%s)`},
+	store.ByCreated:  {`created_at`, `%s`},
+	store.ByLastUsed: {`coalesce(last_used_at, ` + neverUsed + `)`, `coalesce(%s, ` + neverUsed + `)`},
+}
+
+// ListKeys reads a page of the account's keys, without sealed copies, and
+// counts the keys that match: the scan of store.PlanKeys, from the
+// indexes of the order (but for ByLastUsed, which is sorted, as in
+// Postgres).
+func (s *Store) ListKeys(ctx context.Context, accountID string, q store.KeyQuery) (store.KeyPage, error) {
+	const doing = "listing keys"
+	scan, err := store.PlanKeys(q)
+	if err != nil {
+		return store.KeyPage{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	var p params
+	where := "account_id = " + p.add(accountID) + matchSQL(&p, scan.Match, "name", "display")
+	var total int
+	if err := s.db.QueryRowContext(ctx, "select count(*) from api_keys where "+where, p...).Scan(&total); err != nil {
+		return store.KeyPage{}, wrap(doing, "key", err)
+	}
+	order := keyOrders[scan.Order]
+	op, dir := store.Direction(scan.Desc)
+	if scan.From != nil {
+		// The first bound, redundant, is the one SQLite can seek an
+		// expression's index to: it does not for a row value.
+		v := stored(scan.From.Value(scan.Order))
+		where += fmt.Sprintf(" and %s %s= %s", order.row, op, fmt.Sprintf(order.val, p.add(v)))
+		where += fmt.Sprintf(" and (%s, id) %s (%s, %s)", order.row, op, fmt.Sprintf(order.val, p.add(v)), p.add(scan.From.ID))
+	}
+	listSQL := `
 		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at
 		from api_keys
-		where account_id = ?
-		order by created_at, id`
-	rows, err := s.db.QueryContext(ctx, listSQL, accountID)
+		where ` + where + `
+		order by ` + order.row + " " + dir + ", id " + dir + `
+		limit ` + p.add(scan.Fetch)
+	rows, err := s.db.QueryContext(ctx, listSQL, p...)
 	if err != nil {
-		return nil, wrap("listing keys", "key", err)
+		return store.KeyPage{}, wrap(doing, "key", err)
 	}
 	defer rows.Close()
 	var ks []store.Key
 	for rows.Next() {
 		k, err := scanKey(rows, false)
 		if err != nil {
-			return nil, wrap("listing keys", "key", err)
+			return store.KeyPage{}, wrap(doing, "key", err)
 		}
 		ks = append(ks, k)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, wrap("listing keys", "key", err)
+		return store.KeyPage{}, wrap(doing, "key", err)
 	}
-	return ks, nil
+	return scan.Page(ks, total), nil
+}
+
+// stored is a cursor's value as the table holds it: times in
+// microseconds, NULL for never.
+func stored(v any) any {
+	switch v := v.(type) {
+	case time.Time:
+		return micros(v)
+	case *time.Time:
+		if v == nil {
+			return nil
+		}
+		return micros(*v)
+	}
+	return v
+}
+
+// matchSQL is the condition of a store.Match on the columns of a name and
+// a display prefix: "" when it matches every row, else " and (...)".
+// LIKE ignores the case of ASCII letters; instr does not.
+func matchSQL(p *params, m store.Match, name, display string) string {
+	if m.Any() {
+		return ""
+	}
+	cond := fmt.Sprintf(`lower(%s) like %s escape '\'`, name, p.add(m.Name))
+	if m.Display != "" {
+		cond += fmt.Sprintf(" or instr(%s, %s) = 1", display, p.add(m.Display))
+	}
+	return " and (" + cond + ")"
+}
+
+// params collects a statement's parameters as its text adds them.
+type params []any
+
+func (p *params) add(v any) string {
+	*p = append(*p, v)
+	return "?"
 }
 
 // DeleteKey deletes the key's row, sealed copy and all, and writes ev in

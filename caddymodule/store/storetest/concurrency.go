@@ -41,7 +41,7 @@ func testConcurrentKeys(t *testing.T, s store.Store) {
 	for range 2 {
 		wg.Go(func() {
 			for range perWorker {
-				if _, err := s.ListKeys(ctx, a.ID); err != nil {
+				if _, err := store.AllKeys(ctx, s, a.ID); err != nil {
 					errs <- fmt.Errorf("ListKeys: %w", err)
 				}
 			}
@@ -53,11 +53,11 @@ func testConcurrentKeys(t *testing.T, s store.Store) {
 		t.Error(err)
 	}
 
-	ks, err := s.ListKeys(ctx, a.ID)
+	ks, err := store.AllKeys(ctx, s, a.ID)
 	if err != nil || len(ks) != workers*perWorker {
 		t.Fatalf("ListKeys = %d keys, %v; want %d", len(ks), err, workers*perWorker)
 	}
-	evs, err := s.ListAudit(ctx, a.ID, 0, 1000)
+	evs, err := auditEvents(ctx, s, a.ID, 0, 1000)
 	if err != nil || len(evs) != workers*perWorker {
 		t.Errorf("ListAudit = %d events, %v; want %d", len(evs), err, workers*perWorker)
 	}
@@ -95,7 +95,7 @@ func testConcurrentSameName(t *testing.T, s store.Store) {
 	if won != 1 || taken != racers-1 {
 		t.Errorf("%d won and %d found the name taken; want 1 and %d", won, taken, racers-1)
 	}
-	if evs, err := s.ListAudit(ctx, a.ID, 0, 0); err != nil || len(evs) != 1 {
+	if evs, err := auditEvents(ctx, s, a.ID, 0, 0); err != nil || len(evs) != 1 {
 		t.Errorf("ListAudit = %d events, %v; want 1", len(evs), err)
 	}
 }

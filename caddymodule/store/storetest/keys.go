@@ -99,7 +99,7 @@ func testKeyNames(t *testing.T, s store.Store) {
 		}
 	}
 	// The table survived its name.
-	ks, err := s.ListKeys(ctx, a.ID)
+	ks, err := store.AllKeys(ctx, s, a.ID)
 	if err != nil || len(ks) != len(valid) {
 		t.Fatalf("ListKeys = %d keys, %v; want %d", len(ks), err, len(valid))
 	}
@@ -128,7 +128,7 @@ func testKeyNames(t *testing.T, s store.Store) {
 		_, err := s.CreateKey(ctx, k, createEvent())
 		wantErr(t, fmt.Sprintf("CreateKey(%q)", name), err, store.ErrInvalid)
 	}
-	if ks, err := s.ListKeys(ctx, a.ID); err != nil || len(ks) != len(valid) {
+	if ks, err := store.AllKeys(ctx, s, a.ID); err != nil || len(ks) != len(valid) {
 		t.Errorf("ListKeys after invalid names = %d keys, %v; want %d", len(ks), err, len(valid))
 	}
 }
@@ -266,7 +266,7 @@ func testListKeys(t *testing.T, s store.Store) {
 	}
 	want = append(want, r)
 
-	got, err := s.ListKeys(ctx, a.ID)
+	got, err := store.AllKeys(ctx, s, a.ID)
 	if err != nil {
 		t.Fatalf("ListKeys: %v", err)
 	}
@@ -280,7 +280,7 @@ func testListKeys(t *testing.T, s store.Store) {
 		}
 	}
 
-	if ks, err := s.ListKeys(ctx, "acct_unknown"); err != nil || len(ks) != 0 {
+	if ks, err := store.AllKeys(ctx, s, "acct_unknown"); err != nil || len(ks) != 0 {
 		t.Errorf("ListKeys of an unknown account = %+v, %v; want none", ks, err)
 	}
 }
@@ -317,7 +317,7 @@ func testDeleteKey(t *testing.T, s store.Store) {
 	wantErr(t, "GetKey after delete", err, store.ErrNotFound)
 	_, err = s.DeleteKey(ctx, a.ID, k.ID, deleteEvent())
 	wantErr(t, "DeleteKey again", err, store.ErrNotFound)
-	if ks, err := s.ListKeys(ctx, a.ID); err != nil || len(ks) != 0 {
+	if ks, err := store.AllKeys(ctx, s, a.ID); err != nil || len(ks) != 0 {
 		t.Errorf("ListKeys after delete = %+v, %v; want none", ks, err)
 	}
 }
@@ -368,7 +368,7 @@ func testTouchKeys(t *testing.T, s store.Store) {
 	check("later time", k2.ID, later)
 
 	// ListKeys shows it too.
-	ks, err := s.ListKeys(ctx, a.ID)
+	ks, err := store.AllKeys(ctx, s, a.ID)
 	if err != nil || len(ks) != 3 || ks[1].LastUsed == nil || !ks[1].LastUsed.Equal(later) {
 		t.Errorf("ListKeys after TouchKeys = %+v, %v", ks, err)
 	}

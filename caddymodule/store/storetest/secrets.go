@@ -285,7 +285,7 @@ func testAuditDetail(t *testing.T, s store.Store) {
 	if err := s.AppendAudit(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
-	evs, err := s.ListAudit(ctx, acct.ID, 0, 10)
+	evs, err := auditEvents(ctx, s, acct.ID, 0, 10)
 	if err != nil || len(evs) != 1 || evs[0].Action != store.ActionRotate || evs[0].Detail != ev.Detail || evs[0].KeyID != "" {
 		t.Fatalf("ListAudit = %+v, %v", evs, err)
 	}

@@ -35,11 +35,16 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LookupKey", testLookupKey},
 		{"GetKeySealed", testGetKeySealed},
 		{"ListKeys", testListKeys},
+		{"KeyPaging", testKeyPaging},
+		{"KeyPagingChanges", testKeyPagingChanges},
+		{"KeySearch", testKeySearch},
+		{"KeyListBadQuery", testKeyListBadQuery},
 		{"DeleteKey", testDeleteKey},
 		{"TouchKeys", testTouchKeys},
 		{"AuditKeyEvents", testAuditKeyEvents},
 		{"AuditPaging", testAuditPaging},
 		{"AuditNoSecrets", testAuditNoSecrets},
+		{"AuditSearch", testAuditSearch},
 		{"Objects", testObjects},
 		{"MigrateAgain", testMigrateAgain},
 		{"ConcurrentKeys", testConcurrentKeys},
@@ -185,4 +190,11 @@ func noSecret(t *testing.T, ev store.AuditEvent, secret keys.Key) {
 			t.Errorf("audit event %d holds key material: %+v", ev.ID, ev)
 		}
 	}
+}
+
+// auditEvents is the events of one page of ListAudit: up to limit of them
+// older than the event before.
+func auditEvents(ctx context.Context, s store.Store, accountID string, before int64, limit int) ([]store.AuditEvent, error) {
+	p, err := s.ListAudit(ctx, accountID, store.AuditQuery{Before: before, Limit: limit})
+	return p.Events, err
 }
