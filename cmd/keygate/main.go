@@ -18,7 +18,7 @@ import (
 )
 
 // operatorCommands are the subcommands of `caddy keygate`.
-var operatorCommands = []string{"migrate", "account", "member", "key"}
+var operatorCommands = []string{"migrate", "account", "member", "key", "secret"}
 
 func main() {
 	if len(os.Args) > 1 && slices.Contains(operatorCommands, os.Args[1]) {
