@@ -120,7 +120,9 @@ func BenchmarkRekey(b *testing.B) {
 		enter(phaseBefore)
 		time.Sleep(phaseLen)
 		enter(phaseDuring)
+		wal := walPosition(b, dsn)
 		elapsed, out, err := rotateSecret(b, n, batch, rotateLimit)
+		wal = walPosition(b, dsn) - wal
 		enter(phaseAfter)
 		time.Sleep(phaseLen)
 		l.stop()
@@ -151,9 +153,11 @@ func BenchmarkRekey(b *testing.B) {
 		ratio := float64(stats[phaseDuring][0].p(0.99)) / float64(stats[phaseBefore][0].p(0.99))
 		ctlRatio := float64(stats[phaseDuring][1].p(0.99)) / float64(stats[phaseBefore][1].p(0.99))
 		b.Logf("keygate secret rotate --batch %d re-keyed %d keys in %v: %.0f keys/s (its last line: %s)\n%s"+
-			"p99 during/before: keygate %.2fx, control %.2fx; errors %d; %d requests skipped while %d were in flight; api_keys %s before, %s after; %s; whole run %v",
+			"p99 during/before: keygate %.2fx, control %.2fx; errors %d; %d requests skipped while %d were in flight; api_keys %s before, %s after; %s; "+
+			"WAL written by the server during the rotation %.0f MiB (%.1f KiB per key); whole run %v",
 			batch, total, elapsed.Round(time.Millisecond), rateKeys, lastProgress(out), tab.String(),
-			ratio, ctlRatio, errs, l.skipped.Load(), maxInFlight, sizeBefore, sizeAfter, autovacuums(b, dsn), time.Since(began).Round(time.Second))
+			ratio, ctlRatio, errs, l.skipped.Load(), maxInFlight, sizeBefore, sizeAfter, autovacuums(b, dsn),
+			float64(wal)/(1<<20), float64(wal)/1024/float64(total), time.Since(began).Round(time.Second))
 		b.ReportMetric(rateKeys, "keys/s")
 		b.ReportMetric(elapsed.Seconds(), "rotate-s")
 		for _, p := range []int{phaseBefore, phaseDuring, phaseAfter} {
@@ -165,6 +169,7 @@ func BenchmarkRekey(b *testing.B) {
 		b.ReportMetric(float64(errs), "errors")
 		b.ReportMetric(float64(sizeBefore.total)/(1<<20), "table-MB-before")
 		b.ReportMetric(float64(sizeAfter.total)/(1<<20), "table-MB-after")
+		b.ReportMetric(float64(wal)/(1<<20), "WAL-MB")
 		if errs > 0 {
 			b.Errorf("%d requests were not answered 200; the first: %s", errs, l.firstErr)
 		}
@@ -456,6 +461,16 @@ func autovacuums(b *testing.B, dsn string) string {
 	var vacuums, analyzes, dead int64
 	queryRow(b, dsn, `select autovacuum_count, autoanalyze_count, n_dead_tup from pg_stat_user_tables where relid = 'api_keys'::regclass`, nil, &vacuums, &analyzes, &dead)
 	return fmt.Sprintf("autovacuum ran %d times and autoanalyze %d times on api_keys, %d dead rows left", vacuums, analyzes, dead)
+}
+
+// walPosition returns the server's current WAL position in bytes: the
+// difference of two is the WAL written between them, by every database of
+// the server.
+func walPosition(b *testing.B, dsn string) int64 {
+	b.Helper()
+	var pos int64
+	queryRow(b, dsn, `select pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint`, nil, &pos)
+	return pos
 }
 
 // loadAverage returns the machine's load average over the last minute.
