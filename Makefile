@@ -67,12 +67,14 @@ test:
 # the dashboard's lists of an account of 10 000 keys on Postgres),
 # real Caddy under load against plain Caddy and basic_auth, the time a
 # deletion or creation takes to reach every instance of a fleet of three,
-# a flood of 100 000 unknown keys against a client with a valid key, and
-# keygate's memory under 128 concurrent fetches of a 7 MiB message.
+# a flood of 100 000 unknown keys against a client with a valid key,
+# keygate's memory under 128 concurrent fetches of a 7 MiB message, and
+# `keygate secret rotate` re-keying 1 000 000 keys while a client measures
+# its latency (KEYGATE_REKEY_KEYS=20000 for a quick run).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./caddymodule/keys ./caddymodule/cache ./caddymodule/auth ./caddymodule/scope ./caddymodule
 	$(GO) run ./cmd/loadbench -keygate $(BIN)
-	$(GO) test -run '^$$' -bench 'RevocationLag|Flood|InspectMemory' -benchtime 1x ./caddymodule/e2e
+	$(GO) test -run '^$$' -bench 'RevocationLag|Flood|InspectMemory|Rekey' -benchtime 1x -timeout 60m ./caddymodule/e2e
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
