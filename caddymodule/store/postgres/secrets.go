@@ -111,15 +111,18 @@ func (s *Store) CountKeys(ctx context.Context) (map[string]int64, error) {
 	return counts, nil
 }
 
-// KeysBySecret pages through the keys of one secret by id.
+// KeysBySecret pages through the keys of one secret by id, from the
+// index on (secret, id): an equality (or "is null") on secret, so that the
+// index is read, rather than the primary key with a filter.
 func (s *Store) KeysBySecret(ctx context.Context, fingerprint, afterID string, limit int) ([]store.Key, error) {
-	const bySecretSQL = `
-		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at, sealed, secret
-		from api_keys
-		where secret is not distinct from nullif($1, '') and id > $2
-		order by id
-		limit $3`
-	rows, _ := s.pool.Query(ctx, bySecretSQL, fingerprint, afterID, max(limit, 1))
+	const columns = `id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at, sealed, secret`
+	bySecretSQL := `select ` + columns + ` from api_keys where secret = $1 and id > $2 order by secret, id limit $3`
+	args := []any{fingerprint, afterID, max(limit, 1)}
+	if fingerprint == "" {
+		bySecretSQL = `select ` + columns + ` from api_keys where secret is null and id > $1 order by secret, id limit $2`
+		args = args[1:]
+	}
+	rows, _ := s.pool.Query(ctx, bySecretSQL, args...)
 	ks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Key, error) {
 		return scanKey(row, true)
 	})

@@ -139,13 +139,15 @@ func (s *Store) CountKeys(ctx context.Context) (map[string]int64, error) {
 // KeysBySecret pages through the keys of one secret by id.
 func (s *Store) KeysBySecret(ctx context.Context, fingerprint, afterID string, limit int) ([]store.Key, error) {
 	const doing = "reading keys by secret"
-	const bySecretSQL = `
-		select id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at, sealed, secret
-		from api_keys
-		where secret is nullif(?, '') and id > ?
-		order by id
-		limit ?`
-	rows, err := s.db.QueryContext(ctx, bySecretSQL, fingerprint, afterID, max(limit, 1))
+	// An equality (or "is null") on secret reads the index on (secret, id).
+	const columns = `id, account_id, name, type, server_id, display, digest, created_at, created_by, last_used_at, sealed, secret`
+	bySecretSQL := `select ` + columns + ` from api_keys where secret = ? and id > ? order by secret, id limit ?`
+	args := []any{fingerprint, afterID, max(limit, 1)}
+	if fingerprint == "" {
+		bySecretSQL = `select ` + columns + ` from api_keys where secret is null and id > ? order by secret, id limit ?`
+		args = args[1:]
+	}
+	rows, err := s.db.QueryContext(ctx, bySecretSQL, args...)
 	if err != nil {
 		return nil, wrap(doing, "key", err)
 	}
