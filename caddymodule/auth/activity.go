@@ -36,7 +36,9 @@ type ActivityConfig struct {
 	// MaxKeys bounds the keys tracked between two drains. Default:
 	// DefaultActivityKeys.
 	MaxKeys int
-	// Now is the clock. Default: time.Now.
+	// Now is the clock. Default: the second the key was last checked
+	// (Usage notes it: the request path reads the clock once), else
+	// time.Now.
 	Now func() time.Time
 }
 
@@ -64,9 +66,6 @@ func NewActivity(cfg ActivityConfig) *Activity {
 	if cfg.MaxKeys <= 0 {
 		cfg.MaxKeys = DefaultActivityKeys
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	a := &Activity{now: cfg.Now, maxKeys: cfg.MaxKeys, keys: map[string]*keyActivity{}}
 	a.full = &keyActivity{owner: a, full: true}
 	return a
@@ -74,7 +73,7 @@ func NewActivity(cfg ActivityConfig) *Activity {
 
 // Record records a request of the key.
 func (a *Activity) Record(id *Identity, u Use) {
-	hour := a.now().Unix() / secondsPerHour
+	hour := a.hourOf(id)
 	if id.Type != store.Standard {
 		u.Server = ""
 	}
@@ -95,6 +94,20 @@ func (a *Activity) Record(id *Identity, u Use) {
 }
 
 const secondsPerHour = int64(time.Hour / time.Second)
+
+// hourOf returns the hour of a request of the key being recorded, in unix
+// hours. Verify has just noted the second it checked the key in, for
+// Usage; reading the clock again would cost as much as the rest of
+// Record.
+func (a *Activity) hourOf(id *Identity) int64 {
+	if a.now != nil {
+		return a.now().Unix() / secondsPerHour
+	}
+	if sec := id.lastMarked.Load(); sec > 0 {
+		return sec / secondsPerHour
+	}
+	return time.Now().Unix() / secondsPerHour
+}
 
 // track returns the key's record of this round, made if need be, and
 // keeps it on the identity for the next request.
