@@ -43,7 +43,8 @@ type ActivityConfig struct {
 }
 
 // DefaultActivityKeys is how many keys an Activity tracks between two
-// drains by default: with full caps, about 3 KiB each.
+// drains by default: a few hundred bytes each for a key used by one
+// client, up to about 6 KiB with every cap reached.
 const DefaultActivityKeys = 10_000
 
 // maxActivityHours bounds the hours kept per key: more accumulate only
@@ -71,7 +72,8 @@ func NewActivity(cfg ActivityConfig) *Activity {
 	return a
 }
 
-// Record records a request of the key.
+// Record records a request of the key, in the hour the Verifier checked
+// it in (see ActivityConfig.Now).
 func (a *Activity) Record(id *Identity, u Use) {
 	hour := a.hourOf(id)
 	if id.Type != store.Standard {
@@ -278,7 +280,9 @@ func (s *valueSet) countClean(v []byte) bool {
 	return false
 }
 
-// drain seals the record and appends its hours to out.
+// drain seals the record and appends its hours to out. The record itself
+// stays on the key's cached identity until its next request: it keeps
+// nothing of them.
 func (ka *keyActivity) drain(out []store.ActivityHour) []store.ActivityHour {
 	ka.mu.Lock()
 	defer ka.mu.Unlock()
@@ -291,6 +295,7 @@ func (ka *keyActivity) drain(out []store.ActivityHour) []store.ActivityHour {
 		}
 		out = append(out, ah)
 	}
+	ka.hours = nil
 	return out
 }
 

@@ -87,6 +87,11 @@ func TestActivityRecord(t *testing.T) {
 	if got := a.Drain(); got != nil {
 		t.Fatalf("a second Drain returned %v", got)
 	}
+	// The drained record, which the cached identity points to until its
+	// next request, keeps nothing.
+	if ka := s.activity.Load(); ka == nil || ka.hours != nil {
+		t.Fatalf("a drained record holds %v", ka)
+	}
 }
 
 func TestActivityCaps(t *testing.T) {

@@ -250,7 +250,7 @@ func PrepareActivity(hours []ActivityHour) ([]ActivityHour, error) {
 
 func validateActivityHour(h ActivityHour) error {
 	if h.KeyID == "" || CheckText(h.KeyID) != nil || len(h.KeyID) > 200 {
-		return fmt.Errorf("%w: activity needs a key id", ErrInvalid)
+		return fmt.Errorf("%w: activity needs a key id of 1 to 200 bytes of text", ErrInvalid)
 	}
 	if h.Hour.IsZero() || !h.Hour.Equal(ActivityHourOf(h.Hour)) {
 		return fmt.Errorf("%w: activity hour %v is not the start of an hour", ErrInvalid, h.Hour)
@@ -377,8 +377,9 @@ func CheckKeyActivity(accountID, keyID string, since time.Time) error {
 
 // SummarizeActivity makes what KeyActivity returns from what a store
 // read: the hours since (each with its others, by kind), and each value's
-// requests and last hour over those hours. It sorts them and keeps
-// ActivityListLimit values of each kind, counting the rest in Others.
+// requests and last hour over those hours. It sorts them (in place) and
+// keeps ActivityListLimit values of each kind, counting the rest in
+// Others.
 func SummarizeActivity(hours []ActivityHour, values []ActivitySeen) KeyActivity {
 	var a KeyActivity
 	slices.SortFunc(hours, func(x, y ActivityHour) int { return x.Hour.Compare(y.Hour) })
