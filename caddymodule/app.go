@@ -34,6 +34,8 @@ const (
 	// that fail may cost (see App).
 	DefaultUnknownKeyLookups = 200
 	DefaultClientRefusals    = 60
+	// DefaultActivityRetention is how long key activity is kept.
+	DefaultActivityRetention = 90 * 24 * time.Hour
 	// Heartbeat is how often an instance reports itself to the fleet;
 	// one not heard from for three heartbeats is no longer counted live.
 	Heartbeat = 2 * time.Second
@@ -103,6 +105,13 @@ type App struct {
 	// a response. A server-restricted key asking for an attachment or
 	// preview keygate no longer remembers gets 404. Default: 30d.
 	ObjectRetention caddy.Duration `json:"object_retention,omitempty"`
+
+	// ActivityRetention is how long the store keeps what each key did,
+	// per hour: requests let through and refused by the key's scope, and
+	// the client addresses, User-Agents and servers seen, a few of each
+	// per key and hour. Older hours are purged hourly, and a key's
+	// activity is deleted with the key. Default: 90d.
+	ActivityRetention caddy.Duration `json:"activity_retention,omitempty"`
 
 	// StaleBound is how long cached keys are trusted while this instance
 	// does not receive the fleet's key events (Postgres store only): while
@@ -182,6 +191,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.ObjectRetention == 0 {
 		a.ObjectRetention = caddy.Duration(DefaultRetention)
 	}
+	if a.ActivityRetention == 0 {
+		a.ActivityRetention = caddy.Duration(DefaultActivityRetention)
+	}
 	if a.StaleBound == 0 {
 		a.StaleBound = caddy.Duration(DefaultStaleBound)
 	}
@@ -206,8 +218,8 @@ func (a *App) Validate() error {
 	switch {
 	case a.CacheSize < 0:
 		return errors.New("keygate: cache_size must be positive")
-	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0, a.ObjectRetention < 0, a.StaleBound < 0:
-		return errors.New("keygate: cache_ttl, negative_ttl, store_timeout, object_retention and stale_bound must be positive")
+	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0, a.ObjectRetention < 0, a.StaleBound < 0, a.ActivityRetention < 0:
+		return errors.New("keygate: cache_ttl, negative_ttl, store_timeout, object_retention, stale_bound and activity_retention must be positive")
 	case a.UnknownKeyLookups < -1, a.ClientRefusals < -1:
 		return errors.New("keygate: unknown_key_lookups and client_refusals must be positive, or off")
 	case a.Migrate != "auto" && a.Migrate != "off":
@@ -246,8 +258,8 @@ func (a *App) Start() error {
 		go a.retryPrepare(ctx, rt)
 	}
 	a.bg.Add(2)
-	go a.purgeObjects(ctx, rt.store)
-	go a.writeLastUsed(ctx, rt)
+	go a.purgeExpired(ctx, rt.store)
+	go a.writeUsage(ctx, rt)
 	return nil
 }
 

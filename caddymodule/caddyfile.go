@@ -36,6 +36,7 @@ func init() {
 //		store_timeout <duration>
 //		stale_bound   <duration>
 //		object_retention <duration>
+//		activity_retention <duration>
 //		unknown_key_lookups <per second>|off
 //		client_refusals <per minute>|off
 //		migrate       auto|off
@@ -111,6 +112,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &a.ObjectRetention); err != nil {
 				return err
 			}
+		case "activity_retention":
+			if err := parseDuration(d, &a.ActivityRetention); err != nil {
+				return err
+			}
 		case "unknown_key_lookups":
 			if err := parseLimit(d, &a.UnknownKeyLookups, "unknown_key_lookups 200"); err != nil {
 				return err
@@ -124,7 +129,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("migrate takes auto or off")
 			}
 		default:
-			return caddyconf.UnknownOption(d, "keygate global option", "store", "secret", "previous_secrets", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "unknown_key_lookups", "client_refusals", "migrate")
+			return caddyconf.UnknownOption(d, "keygate global option", "store", "secret", "previous_secrets", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "activity_retention", "unknown_key_lookups", "client_refusals", "migrate")
 		}
 	}
 	return nil

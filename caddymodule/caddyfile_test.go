@@ -89,6 +89,9 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"keygate {\n\tsecret a b\n}", "secret takes one value"},
 		{"keygate {\n\tprevious_secrets\n}", "previous_secrets takes one or more secrets"},
 		{"keygate {\n\tprevious_secret x\n}", "did you mean previous_secrets?"},
+		{"keygate {\n\tactivity_retention forever\n}", "activity_retention must be a positive duration"},
+		{"keygate {\n\tactivity_retention 0s\n}", "activity_retention must be a positive duration"},
+		{"keygate {\n\tactivity_retension 30d\n}", "did you mean activity_retention?"},
 	}
 	for _, c := range appCases {
 		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.input))

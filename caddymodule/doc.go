@@ -17,7 +17,9 @@
 //     among them.
 //
 // Files: app.go is the app's settings and lifecycle, runtime.go what it
-// builds at start and shares across reloads, jobs.go its background work,
+// builds at start and shares across reloads, jobs.go its background work
+// (writing last-used times and key activity, purging what is past its
+// retention),
 // secret.go where its secrets come from, metrics.go every metric;
 // handler.go, enforce.go, identity.go and inspect.go the request path;
 // command.go, operator.go and secret_command.go the command line.

@@ -23,19 +23,20 @@ import (
 
 // enforce applies the scope policy to a request whose key is live: a
 // server-restricted key reaches only its own server's email and SMS
-// functions, and no response of another server reaches it. forward asks
+// functions, and no response of another server reaches it. server is the
+// server the request names, if any (for its key's activity). forward asks
 // ServeHTTP to pass the request on untouched, after counting it: its
 // response may stream for long.
-func (h *Handler) enforce(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, rt *runtime, id *auth.Identity) (o outcome, forward bool, err error) {
+func (h *Handler) enforce(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, rt *runtime, id *auth.Identity) (server string, o outcome, forward bool, err error) {
 	t, o, err := h.judge(w, r, next, rt, id)
 	if o != outAllowed {
-		return o, false, err
+		return t.m.Server, o, false, err
 	}
 	if !t.readsResponse() {
-		return outAllowed, true, nil
+		return t.m.Server, outAllowed, true, nil
 	}
 	o, err = h.readResponse(w, r, next, rt, id, &t)
-	return o, false, err
+	return t.m.Server, o, false, err
 }
 
 // target is what judging a request found: how it reads, what its

@@ -270,29 +270,53 @@ func (h *Handler) Validate() error {
 // the request, or lets it go on with outAllowed, and returns its outcome:
 // counted here, once, and before a request that passes untouched streams.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	rt, id, o, err := h.authenticate(w, r)
-	forward := false
-	if o == outAllowed {
-		h.setIdentity(r, id)
-		o, forward, err = h.enforce(w, r, next, rt, id)
+	client := clientIP(r)
+	rt, id, o, err := h.authenticate(w, r, client)
+	if o != outAllowed {
+		decisionCounters[o].Inc()
+		return err
 	}
+	h.setIdentity(r, id)
+	server, o, forward, err := h.enforce(w, r, next, rt, id)
 	if o != outUncounted {
 		decisionCounters[o].Inc()
 	}
+	recordActivity(rt, r, id, o, client, server)
 	if forward {
 		return next.ServeHTTP(w, r) // streams untouched
 	}
 	return err
 }
 
-// authenticate checks the request's key and returns its identity, or
-// answers the request when the key is refused or cannot be checked.
-func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (*runtime, *auth.Identity, outcome, error) {
+// recordActivity notes the request in its key's activity, when it was let
+// through or refused by the key's scope: the other outcomes (502, 503)
+// are keygate's or the upstream's, not the key's doing. Never the key:
+// its id, the client's address, its User-Agent and the server the
+// request names.
+func recordActivity(rt *runtime, r *http.Request, id *auth.Identity, o outcome, client, server string) {
+	u := auth.Use{Client: client, Server: server}
+	switch o {
+	case outAllowed, outUncounted: // outUncounted: let through, the upstream failed
+	case outForbidden, outNotFound, outBadRequest:
+		u.Refused = true
+	default:
+		return
+	}
+	if ua := r.Header["User-Agent"]; len(ua) > 0 {
+		u.Agent = ua[0]
+	}
+	rt.activity.Record(id, u)
+}
+
+// authenticate checks the request's key, sent by client (an address),
+// and returns its identity, or answers the request when the key is
+// refused or cannot be checked.
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, client string) (*runtime, *auth.Identity, outcome, error) {
 	rt := h.app.rt.Load()
 	if rt == nil { // the app has not started yet
 		return nil, nil, outUnavailable, h.unavailable(w, nil, errNotStarted)
 	}
-	d := rt.verifier.VerifyFrom(r.Context(), r.Header["Authorization"], clientIP(r))
+	d := rt.verifier.VerifyFrom(r.Context(), r.Header["Authorization"], client)
 	if d.Cached {
 		cacheCounters[d.Cache].Inc()
 	}

@@ -342,15 +342,18 @@ func TestReloadSharesRuntime(t *testing.T) {
 }
 
 // BenchmarkServeHTTPHit is the whole handler on a cache hit: key check,
-// header rewrite and placeholders, with the official clients' Basic form.
+// header rewrite and placeholders, and the key's activity, with the
+// official clients' Basic form and User-Agent.
 func BenchmarkServeHTTPHit(b *testing.B) {
 	app := testApp(b)
 	h := testHandler(b, app, &Handler{})
 	_, plain := newKey(b, app, store.Restricted, "abcd1234")
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(plain+":"))
 	req := httptest.NewRequest(http.MethodGet, "/api/messages?server=abcd1234", nil)
+	req.Header.Set("User-Agent", "mailosaur-node/11.1.1")
 	repl := caddy.NewReplacer()
 	req = caddyhttp.PrepareRequest(req, repl, nil, nil)
+	caddyhttp.SetVar(req.Context(), caddyhttp.ClientIPVarKey, "203.0.113.9")
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 	w := httptest.NewRecorder()
 	authValue := []string{auth}

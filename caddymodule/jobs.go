@@ -11,13 +11,14 @@ import (
 	"github.com/keygate/keygate/caddymodule/store"
 )
 
-// LastUsedInterval is how often the times keys were last used are written
-// to the store: "last used" is accurate to within this much.
+// LastUsedInterval is how often the times keys were last used, and their
+// activity, are written to the store: "last used" is accurate to within
+// this much.
 const LastUsedInterval = 30 * time.Second
 
-// writeLastUsed writes the gathered last-used times in batches, and once
-// more when the app stops.
-func (a *App) writeLastUsed(ctx context.Context, rt *runtime) {
+// writeUsage writes the gathered last-used times and key activity in
+// batches, and once more when the app stops.
+func (a *App) writeUsage(ctx context.Context, rt *runtime) {
 	defer a.bg.Done()
 	t := time.NewTicker(LastUsedInterval)
 	defer t.Stop()
@@ -25,9 +26,11 @@ func (a *App) writeLastUsed(ctx context.Context, rt *runtime) {
 		select {
 		case <-ctx.Done():
 			a.flushLastUsed(context.Background(), rt)
+			a.flushActivity(context.Background(), rt)
 			return
 		case <-t.C:
 			a.flushLastUsed(ctx, rt)
+			a.flushActivity(ctx, rt)
 		}
 	}
 }
@@ -45,27 +48,65 @@ func (a *App) flushLastUsed(ctx context.Context, rt *runtime) {
 	}
 }
 
-// purgeObjects forgets, hourly, the objects not seen within the retention.
-// Every instance of a fleet does it; the deletes are idempotent.
-func (a *App) purgeObjects(ctx context.Context, st store.Store) {
+// flushActivity writes the key activity gathered since the last flush:
+// one row per key and hour, whatever the request rate. A failed write is
+// retried with the next flush; one the store refuses as invalid would
+// fail again, and is dropped.
+func (a *App) flushActivity(ctx context.Context, rt *runtime) {
+	hours := rt.activity.Drain()
+	if len(hours) == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := rt.store.RecordActivity(wctx, hours)
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrInvalid):
+		a.logger.Error("the store refused the key activity gathered; dropped", zap.Error(err), zap.Int("key_hours", len(hours)))
+	default:
+		rt.activity.Restore(hours)
+		a.logger.Warn("recording key activity failed; will retry", zap.Error(err), zap.Int("key_hours", len(hours)))
+	}
+}
+
+// purgeExpired forgets, hourly, the objects not seen within their
+// retention and the key activity older than its own. Every instance of a
+// fleet does it; the deletes are idempotent.
+func (a *App) purgeExpired(ctx context.Context, st store.Store) {
 	defer a.bg.Done()
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		pctx, cancel := context.WithTimeout(ctx, time.Minute)
-		n, err := st.PurgeObjects(pctx, time.Now().Add(-time.Duration(a.ObjectRetention)))
-		cancel()
-		switch {
-		case err != nil && ctx.Err() == nil:
-			a.logger.Warn("purging expired objects failed", zap.Error(err))
-		case n > 0:
-			a.logger.Info("purged expired objects", zap.Int64("count", n))
-		}
+		a.purgeOnce(ctx, st, time.Now())
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// purgeOnce forgets what was kept beyond its retention at now.
+func (a *App) purgeOnce(ctx context.Context, st store.Store, now time.Time) {
+	a.purge(ctx, "expired objects", func(ctx context.Context) (int64, error) {
+		return st.PurgeObjects(ctx, now.Add(-time.Duration(a.ObjectRetention)))
+	})
+	a.purge(ctx, "expired key activity", func(ctx context.Context) (int64, error) {
+		return st.PurgeActivity(ctx, now.Add(-time.Duration(a.ActivityRetention)))
+	})
+}
+
+// purge runs one purge and logs what it did.
+func (a *App) purge(ctx context.Context, what string, purge func(ctx context.Context) (int64, error)) {
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	n, err := purge(pctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		a.logger.Warn("purging "+what+" failed", zap.Error(err))
+	case n > 0:
+		a.logger.Info("purged "+what, zap.Int64("count", n))
 	}
 }
 

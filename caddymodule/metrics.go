@@ -90,11 +90,12 @@ func observeLookup(d time.Duration, err error) {
 	lookupOK.Observe(d.Seconds())
 }
 
-// appGauges makes the gauges that read the app's runtime when scraped:
-// made per config, as each reads its own app. The ready gauge is 0 or 1 as
-// the keygate_ready handler would answer: a scrape may run the store's
-// readiness query, which is cached for a second and bounded by
-// store_timeout.
+// appGauges makes the gauges (and one counter) that read the app's
+// runtime when scraped: made per config, as each reads its own app. The
+// ready gauge is 0 or 1 as the keygate_ready handler would answer: a
+// scrape may run the store's readiness query, which is cached for a second
+// and bounded by store_timeout. The activity counter starts again from 0
+// with a new runtime (a reload that changes the store, secrets or cache).
 func appGauges(a *App) []prometheus.Collector {
 	return []prometheus.Collector{
 		newGauge("listener_up", "1 while this instance receives the fleet's key events (Postgres store), else 0.", func() float64 {
@@ -114,6 +115,15 @@ func appGauges(a *App) []prometheus.Collector {
 		}, func() float64 { return 1 }),
 		newGauge("ready", "1 while this instance can check keys: the store answers, its secret made the store's keys and, with the Postgres store, the key event listener follows; else 0.", func() float64 {
 			return boolGauge(a.Ready(context.Background()).Ready)
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "caddy", Subsystem: "keygate", Name: "activity_dropped_total",
+			Help: "Requests left out of key activity because more keys than the gatherer tracks were used between two flushes.",
+		}, func() float64 {
+			if rt := a.rt.Load(); rt != nil {
+				return float64(rt.activity.Dropped())
+			}
+			return 0
 		}),
 	}
 }

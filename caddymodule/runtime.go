@@ -29,6 +29,7 @@ import (
 type runtime struct {
 	store    store.Store
 	usage    *auth.Usage
+	activity *auth.Activity
 	verifier *auth.Verifier
 	manager  *auth.Manager
 	objects  *scope.Objects
@@ -152,7 +153,7 @@ func (a *App) open(follow bool) (*runtime, error) {
 	limits := auth.Limits{UnknownLookups: max(a.UnknownKeyLookups, 0), ClientRefusals: max(a.ClientRefusals, 0)}
 	a.rtKey = fmt.Sprintf("%s|%s|%+v|%+v|%v|%x", a.storeMod.ID(), strings.Join(kr.Fingerprints(), ","), cfg, limits, a.ObjectRetention, sha256.Sum256([]byte(listenDSN)))
 	v, _, err := runtimes.LoadOrNew(a.rtKey, func() (caddy.Destructor, error) {
-		rt := &runtime{store: st, usage: auth.NewUsage(), local: a.storeMod.Local()}
+		rt := &runtime{store: st, usage: auth.NewUsage(), activity: auth.NewActivity(auth.ActivityConfig{}), local: a.storeMod.Local()}
 		rt.secretErr.Store(&errSecretUnchecked)
 		verifier, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: rt.lookup, LookupAny: rt.lookupAny, Cache: cfg, ObserveLookup: observeLookup, Usage: rt.usage, Limits: limits})
 		if err != nil {

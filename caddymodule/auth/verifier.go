@@ -70,7 +70,13 @@ type Identity struct {
 	fields     [numFields]string
 	boxed      [numFields]any
 	lastMarked atomic.Int64 // the second Usage last recorded this key in
+
+	activity atomic.Pointer[keyActivity] // its record in the Activity that saw it last
 }
+
+// NewIdentity makes the request path's view of a key, as the Verifier does
+// when it caches one: for recording Activity without a Verifier.
+func NewIdentity(si store.Identity) *Identity { return newIdentity(si) }
 
 func newIdentity(si store.Identity) *Identity {
 	id := &Identity{Identity: si}

@@ -17,6 +17,10 @@
 //
 // A store never sees a plaintext key: only its digest (for lookup) and its
 // sealed copy (for reveal), both made by package keys.
+//
+// It keeps, too, what each key did per hour (activity.go): values that
+// clients send (User-Agents, addresses) are cleaned, capped per key and
+// hour, and summarized here, so that every store keeps the same bounds.
 package store
 
 import (
@@ -249,6 +253,23 @@ type Store interface {
 	// PurgeObjects forgets objects last seen before the time and returns
 	// how many it forgot.
 	PurgeObjects(ctx context.Context, seenBefore time.Time) (int64, error)
+
+	// RecordActivity adds what an instance gathered about its keys (per
+	// key and hour: requests allowed and refused, and the addresses,
+	// agents and servers seen) to what the store holds, in one
+	// transaction. Counts add up; no key, hour and kind ever holds more
+	// than ActivityCap distinct values, however many instances write at
+	// once: the requests of values past the cap are added to the hour's
+	// Others (FitActivity). Hours of keys that do not exist (deleted
+	// since) are ignored. PrepareActivity says what is valid (ErrInvalid).
+	RecordActivity(ctx context.Context, hours []ActivityHour) error
+	// KeyActivity returns the activity of a key of the account from the
+	// hour of since on (SummarizeActivity), or ErrNotFound when the
+	// account has no such key. A key's activity is deleted with the key.
+	KeyActivity(ctx context.Context, accountID, keyID string, since time.Time) (KeyActivity, error)
+	// PurgeActivity forgets the activity of the hours that began before
+	// the time, and returns how many hours of keys it forgot.
+	PurgeActivity(ctx context.Context, before time.Time) (int64, error)
 }
 
 // Secret is a secret a store's keys are made with, named by its

@@ -123,8 +123,8 @@ func TestMigrateFromEmpty(t *testing.T) {
 	if err := s.pool.QueryRow(ctx, tablesSQL).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	if n != 10 { // nine tables and the migrations table
-		t.Errorf("schema has %d tables, want 10", n)
+	if n != 12 { // eleven tables and the migrations table
+		t.Errorf("schema has %d tables, want 12", n)
 	}
 }
 

@@ -56,6 +56,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Rekey", testRekey},
 		{"LockRotation", testLockRotation},
 		{"AuditDetail", testAuditDetail},
+		{"Activity", testActivity},
+		{"ActivityBadInput", testActivityBadInput},
+		{"ActivityInstances", testActivityInstances},
+		{"ActivityFlood", testActivityFlood},
+		{"ActivityDeletedKey", testActivityDeletedKey},
+		{"ActivityPurge", testActivityPurge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
