@@ -154,11 +154,24 @@ func (s *Store) RekeyKeys(ctx context.Context, rekeys []store.Rekey) (int, error
 		set digest = r.digest, sealed = r.sealed, secret = r.secret
 		from unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bytea[]) as r(id, from_secret, secret, digest, sealed)
 		where k.id = r.id and k.secret is not distinct from nullif(r.from_secret, '')`
-	tag, err := s.pool.Exec(ctx, rekeySQL, ids, froms, tos, digests, sealeds)
+	// Rows are locked in id order first, as every other writer of several
+	// keys (TouchKeys, RecordActivity) locks them, so that they queue
+	// rather than deadlock; the update alone would lock them in the order
+	// of its join.
+	const lockSQL = `select id from api_keys where id = any($1) order by id for update`
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, lockSQL, ids); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, rekeySQL, ids, froms, tos, digests, sealeds)
+		n = tag.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, wrap("re-keying keys", "key", err)
 	}
-	return int(tag.RowsAffected()), nil
+	return int(n), nil
 }
 
 // LockRotation holds a session advisory lock, per schema, on a
