@@ -132,8 +132,13 @@ type App struct {
 	logger   *zap.Logger
 	rt       atomic.Pointer[runtime]
 	rtKey    string
-	stop     context.CancelFunc
-	bg       sync.WaitGroup
+	// started is closed once Start has made its first attempt to migrate
+	// and check the secrets, or when the config goes without starting:
+	// until then a request waits for it (runtimeFor).
+	started     chan struct{}
+	startedOnce sync.Once
+	stop        context.CancelFunc
+	bg          sync.WaitGroup
 }
 
 // CaddyModule returns the Caddy module information.
@@ -153,6 +158,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading keygate store: %w", err)
 	}
 	a.storeMod = mod.(StoreModule)
+	a.started = make(chan struct{})
 
 	if a.Secret != "" {
 		secret := caddy.NewReplacer().ReplaceKnown(a.Secret, "")
@@ -234,6 +240,7 @@ func (a *App) Validate() error {
 // answers, and what could not be done is retried in the background. A
 // store whose keys were made with another secret stops the start.
 func (a *App) Start() error {
+	defer a.markStarted()
 	rt, err := a.open(true)
 	if err != nil {
 		return err
@@ -283,6 +290,38 @@ func (a *App) prepare(ctx context.Context, rt *runtime) error {
 	return nil
 }
 
+func (a *App) markStarted() {
+	if a.started != nil {
+		a.startedOnce.Do(func() { close(a.started) })
+	}
+}
+
+// runtimeFor returns the runtime a request is checked with, nil before the
+// app has started. A config's server can take requests before its keygate
+// app has started: Caddy starts apps in no set order, and on a reload the
+// new server shares the listening port at once, while the new runtime (a
+// new one when the secrets change) has yet to check them. Such a request
+// waits for Start's first attempt, at most store_timeout, rather than
+// being answered 503 for a moment on every reload.
+func (a *App) runtimeFor(ctx context.Context) *runtime {
+	select {
+	case <-a.started:
+		return a.rt.Load()
+	default:
+	}
+	if a.started == nil { // not provisioned
+		return a.rt.Load()
+	}
+	wait := time.NewTimer(time.Duration(a.StoreTimeout))
+	defer wait.Stop()
+	select {
+	case <-a.started:
+	case <-wait.C:
+	case <-ctx.Done():
+	}
+	return a.rt.Load()
+}
+
 // Stop ends the app's background work.
 func (a *App) Stop() error {
 	if a.stop != nil {
@@ -295,6 +334,7 @@ func (a *App) Stop() error {
 // Cleanup releases this config's share of the runtime; the store module
 // releases the store.
 func (a *App) Cleanup() error {
+	a.markStarted() // a config that never started: release the waiting requests
 	if a.rtKey == "" {
 		return nil
 	}

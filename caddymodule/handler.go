@@ -312,7 +312,7 @@ func recordActivity(rt *runtime, r *http.Request, id *auth.Identity, o outcome, 
 // and returns its identity, or answers the request when the key is
 // refused or cannot be checked.
 func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, client string) (*runtime, *auth.Identity, outcome, error) {
-	rt := h.app.rt.Load()
+	rt := h.app.runtimeFor(r.Context())
 	if rt == nil { // the app has not started yet
 		return nil, nil, outUnavailable, h.unavailable(w, nil, errNotStarted)
 	}
