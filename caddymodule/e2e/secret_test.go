@@ -60,6 +60,9 @@ func secretsOption(current string, previous ...string) string {
 	return s
 }
 
+// controlClient calls dashboards and admin endpoints.
+var controlClient = &http.Client{Timeout: 30 * time.Second}
+
 // fastExit spares each race-enabled command line its second of sleep at
 // exit (ThreadSanitizer's atexit_sleep_ms): the tests run many.
 func fastExit() string {
@@ -232,7 +235,7 @@ func (s *secretNode) dashboard(user, method, path, body, token string) response 
 	req.SetBasicAuth(user, s.password)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-CSRF-Token", token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := controlClient.Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -368,7 +371,7 @@ func startFails(n *node) string {
 	return string(out)
 }
 
-// keyClient sends requests to every node without pause, cycling through
+// keyClient sends requests to every node without stopping, cycling through
 // the keys, half on connections it keeps and half on new ones: a live key
 // must be accepted by every node, and a deleted one, once its deletion has
 // returned, refused. A node being restarted is left alone; while one
@@ -377,7 +380,8 @@ func startFails(n *node) string {
 type keyClient struct {
 	t         testing.TB
 	nodes     []*node
-	keep, new *http.Client
+	keep      *http.Client // keeps its connections
+	fresh     *http.Client // a new connection each time
 	mu        sync.Mutex
 	live      map[string]bool
 	revoked   map[string]bool // deleted, and the deletion returned
@@ -396,7 +400,7 @@ type keyClient struct {
 func startKeyClient(t testing.TB, nodes []*node, ks []string) *keyClient {
 	c := &keyClient{t: t, nodes: nodes, live: map[string]bool{}, revoked: map[string]bool{}, stop: make(chan struct{}),
 		keep:      &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}},
-		new:       &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
+		fresh:     &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 		paused:    make([]atomic.Int64, len(nodes)),
 		reloading: make([]atomic.Int64, len(nodes)),
 		rounds:    make([]atomic.Int64, len(nodes))}
@@ -439,13 +443,13 @@ func (c *keyClient) run(i int) {
 			revoked := c.revoked[k]
 			c.mu.Unlock()
 			sent++
-			fresh := sent%2 == 0
-			status, err := c.get(n, k, fresh)
+			onNew := sent%2 == 0
+			status, err := c.get(n, k, onNew)
 			c.sent.Add(1)
 			if c.paused[i].Load() != gen {
 				continue
 			}
-			if err != nil && fresh && (reloadGen%2 == 1 || c.reloading[i].Load() != reloadGen) {
+			if err != nil && onNew && (reloadGen%2 == 1 || c.reloading[i].Load() != reloadGen) {
 				c.dropped.Add(1)
 				continue
 			}
@@ -463,13 +467,13 @@ func (c *keyClient) run(i int) {
 	}
 }
 
-// get sends one request with a key, on a new connection if fresh.
-func (c *keyClient) get(n *node, k string, fresh bool) (int, error) {
+// get sends one request with a key, on a new connection if onNew.
+func (c *keyClient) get(n *node, k string, onNew bool) (int, error) {
 	req, _ := http.NewRequest("GET", "http://"+n.addr+"/api/servers", nil)
 	req.Header.Set("Authorization", bearer(k))
 	client := c.keep
-	if fresh {
-		client = c.new
+	if onNew {
+		client = c.fresh
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -743,7 +747,7 @@ func reloadWith(n *node, current string, previous ...string) {
 	cfg := setFileSecrets(n, current, previous...)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+n.adminAddr+"/load", strings.NewReader(cfg))
 	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := controlClient.Do(req)
 	if err != nil {
 		n.t.Fatalf("reloading: %v", err)
 	}
