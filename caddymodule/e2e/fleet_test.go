@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	osexec "os/exec"
@@ -140,21 +139,7 @@ func (f *fleet) dashboardJSON(i int, method, path, body string, out any) {
 // dashboard sends one request to node i's dashboard as user.
 func (f *fleet) dashboard(i int, user, method, path, body, token string) response {
 	f.t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, _ := http.NewRequest(method, f.dashboards[i]+path, rd)
-	req.SetBasicAuth(user, f.password)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-CSRF-Token", token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	return dashboardRequest(f.t, f.dashboards[i], user, f.password, method, path, body, token)
 }
 
 func sameDSN(dsn string) func(int) (string, string) {

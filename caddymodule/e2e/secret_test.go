@@ -60,15 +60,6 @@ func secretsOption(current string, previous ...string) string {
 	return s
 }
 
-// controlClient calls dashboards and admin endpoints.
-var controlClient = &http.Client{Timeout: 30 * time.Second}
-
-// fastExit spares each race-enabled command line its second of sleep at
-// exit (ThreadSanitizer's atexit_sleep_ms): the tests run many.
-func fastExit() string {
-	return "GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")
-}
-
 // secretNode is a node with a dashboard, on either store, whose secrets
 // the test changes.
 type secretNode struct {
@@ -109,7 +100,6 @@ func newSecretNode(t testing.TB, kind string, up *upstream, users ...string) *se
 		extra:    fmt.Sprintf("\nhttp://%s {\n\tbind 127.0.0.1\n\tbasic_auth {\n%s\t}\n\tkeygate_admin\n}\n", dash, basic.String()),
 	}
 	s.node = newNode(t, s.cfg)
-	s.extraEnv = append(s.extraEnv, fastExit())
 	return s
 }
 
@@ -231,17 +221,7 @@ func (s *secretNode) reveal(user string, k madeKey) string {
 
 func (s *secretNode) dashboard(user, method, path, body, token string) response {
 	s.t.Helper()
-	req, _ := http.NewRequest(method, s.dash+path, strings.NewReader(body))
-	req.SetBasicAuth(user, s.password)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-CSRF-Token", token)
-	resp, err := controlClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	return dashboardRequest(s.t, s.dash, user, s.password, method, path, body, token)
 }
 
 // keyRow is what the store holds of a key.
@@ -744,18 +724,7 @@ func setFileSecrets(n *node, current string, previous ...string) string {
 // the admin API, gracefully.
 func reloadWith(n *node, current string, previous ...string) {
 	n.t.Helper()
-	cfg := setFileSecrets(n, current, previous...)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+n.adminAddr+"/load", strings.NewReader(cfg))
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := controlClient.Do(req)
-	if err != nil {
-		n.t.Fatalf("reloading: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		n.t.Fatalf("reloading: %s: %s", resp.Status, b)
-	}
+	n.loadCaddyfile(setFileSecrets(n, current, previous...))
 }
 
 // TestFleetSecretRotation rolls a new secret out to a fleet of three
@@ -772,7 +741,6 @@ func TestFleetSecretRotation(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	f := newFleet(t, 3, dsn, sameDSN(dsn))
 	for _, n := range f.nodes {
-		n.extraEnv = append(n.extraEnv, fastExit())
 		reloadWith(n, "{env.KEYGATE_SECRET}") // A, with a longer store_timeout
 	}
 
@@ -1056,7 +1024,6 @@ func TestSecretFingerprint(t *testing.T) {
 		t.Parallel()
 		up := newUpstream(t)
 		n := newNode(t, nodeConfig{upstream: up.addr()}) // no secret: the generated one
-		n.extraEnv = append(n.extraEnv, fastExit())
 		acct := n.account("acme")
 		k := n.key(acct, "k", "")
 		path := filepath.Join(n.dir, "data", "caddy", "keygate", "secret")
@@ -1101,8 +1068,6 @@ func TestSecretFingerprint(t *testing.T) {
 		storeOpt := "\t\tstore postgres " + strconv.Quote(dsn) + "\n"
 		n1 := newNode(t, nodeConfig{global: storeOpt + secretsOption(secretA), upstream: up.addr()})
 		n2 := newNode(t, nodeConfig{global: storeOpt + secretsOption(secretC), upstream: up.addr()})
-		n1.extraEnv = append(n1.extraEnv, fastExit())
-		n2.extraEnv = append(n2.extraEnv, fastExit())
 		n1.cli("migrate")
 		n1.start()
 		// A fleet's current secret counts before it made any key: two
@@ -1165,7 +1130,6 @@ func TestSecretBadInput(t *testing.T) {
 		}
 		for i, c := range cases {
 			n := newNode(t, nodeConfig{global: c.global, upstream: "127.0.0.1:1"})
-			n.extraEnv = append(n.extraEnv, fastExit())
 			out, err := n.cliErr("validate")
 			if i == 0 {
 				out += startFails(n)
