@@ -325,7 +325,7 @@ func TestActivityTwoActivities(t *testing.T) {
 	}
 }
 
-func TestActivityRecordAllocates(t *testing.T) {
+func TestActivityRecordAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
