@@ -3,6 +3,7 @@ package auth
 import (
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -207,7 +208,7 @@ func TestActivityConcurrent(t *testing.T) {
 			mu.Lock()
 			drained = append(drained, hs...)
 			mu.Unlock()
-			time.Sleep(50 * time.Microsecond)
+			runtime.Gosched() // drain while the workers record, whatever the timing
 		}
 	})
 	for w := range workers {
