@@ -176,7 +176,16 @@ func (d *Dashboard) inboxes(ctx context.Context, accountID string) ([]inboxapi.I
 // inbox API only when a key is restricted. The error is for a notice: the
 // list still shows, with ids.
 func (d *Dashboard) inboxNames(ctx context.Context, accountID string, ks ...store.Key) (map[string]string, string) {
-	if !slices.ContainsFunc(ks, func(k store.Key) bool { return k.ServerID != "" }) || d.cfg.Inboxes == nil {
+	if !slices.ContainsFunc(ks, func(k store.Key) bool { return k.ServerID != "" }) {
+		return nil, ""
+	}
+	return d.allInboxNames(ctx, accountID)
+}
+
+// allInboxNames maps the account's server ids to names; nil, and why for
+// a notice, when the inbox API is not configured or does not answer.
+func (d *Dashboard) allInboxNames(ctx context.Context, accountID string) (map[string]string, string) {
+	if d.cfg.Inboxes == nil {
 		return nil, ""
 	}
 	list, err := d.inboxes(ctx, accountID)

@@ -261,12 +261,16 @@ func (d *Dashboard) apiAudit(w http.ResponseWriter, r *http.Request, s *session)
 	if page.Newer > 0 {
 		out["prev_after"] = page.Newer
 	}
-	items := make([]eventJSON, 0, len(page.Events))
-	for _, ev := range page.Events {
+	out["items"] = toEventsJSON(page.Events)
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func toEventsJSON(evs []store.AuditEvent) []eventJSON {
+	items := make([]eventJSON, 0, len(evs))
+	for _, ev := range evs {
 		items = append(items, eventJSON{ID: ev.ID, At: ev.At.UTC(), Actor: ev.Actor, Action: ev.Action,
 			KeyID: ev.KeyID, KeyName: ev.KeyName, KeyPrefix: ev.KeyDisplay, RemoteAddr: ev.RemoteAddr, Detail: ev.Detail})
 	}
-	out["items"] = items
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return items
 }

@@ -151,6 +151,7 @@ func (d *Dashboard) routes() {
 	hidden["/fleet"], hidden["/api/fleet"] = true, true
 
 	page("GET", "/{$}", d.keysPage)
+	page("GET", "/key", d.keyPage)
 	page("GET", "/new", d.newPage)
 	page("POST", "/create", d.createPage)
 	page("POST", "/reveal", d.revealPage)
@@ -163,6 +164,7 @@ func (d *Dashboard) routes() {
 	api("GET", "/api/accounts", d.apiAccounts)
 	api("GET", "/api/accounts/{account}/keys", d.apiKeys)
 	api("POST", "/api/accounts/{account}/keys", d.apiCreate)
+	api("GET", "/api/accounts/{account}/keys/{key}", d.apiKey)
 	api("POST", "/api/accounts/{account}/keys/{key}/reveal", d.apiReveal)
 	api("POST", "/api/accounts/{account}/keys/{key}/delete", d.apiDelete)
 	api("GET", "/api/accounts/{account}/inboxes", d.apiInboxes)

@@ -24,13 +24,17 @@ var webFS embed.FS
 var funcs = template.FuncMap{
 	// secret is the argument of the secret-field template.
 	"secret": func(id, value string) map[string]string { return map[string]string{"ID": id, "Value": value} },
+	// seen is the argument of the seen template: one list of a key's page.
+	"seen": func(id, title, column string, rows []seenRow, others, othersLabel string) map[string]any {
+		return map[string]any{"ID": id, "Title": title, "Column": column, "Rows": rows, "Others": others, "OthersLabel": othersLabel}
+	},
 }
 
 // templates holds one template set per page: the layout, the icons and
 // the page's content.
 var templates = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"keys", "new", "secret", "delete", "deleted", "audit", "fleet", "error"} {
+	for _, name := range []string{"keys", "key", "new", "secret", "delete", "deleted", "audit", "fleet", "error"} {
 		out[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(webFS,
 			"web/templates/layout.html", "web/templates/icons.html", "web/templates/"+name+".html"))
 	}
@@ -324,9 +328,10 @@ func (d *Dashboard) renderSecret(w http.ResponseWriter, r *http.Request, s *sess
 
 type deleteView struct {
 	view
-	Key   keyRow
-	Typed string
-	Error string
+	Key      keyRow
+	Evidence string // how the key was used lately
+	Typed    string
+	Error    string
 }
 
 // deleteConfirmPage is the confirmation for browsers without JavaScript
@@ -345,11 +350,20 @@ func (d *Dashboard) deleteConfirmPage(w http.ResponseWriter, r *http.Request, s 
 	if err != nil {
 		return err
 	}
-	return d.renderDelete(w, r, s, acct, http.StatusOK, deleteView{Key: d.row(k, nil)})
+	return d.renderDelete(w, r, s, acct, http.StatusOK, k, deleteView{})
 }
 
-func (d *Dashboard) renderDelete(w http.ResponseWriter, r *http.Request, s *session, acct account, status int, v deleteView) error {
-	accts, err := s.memberships(r.Context())
+// renderDelete shows the confirmation of k's deletion, with the evidence
+// of its use.
+func (d *Dashboard) renderDelete(w http.ResponseWriter, r *http.Request, s *session, acct account, status int, k store.Key, v deleteView) error {
+	ctx := r.Context()
+	now := d.cfg.Now()
+	act, err := s.st.KeyActivity(ctx, acct.ID, k.ID, activitySince(now))
+	if err != nil {
+		return err
+	}
+	v.Key, v.Evidence = d.row(k, nil), evidence(k, act, now)
+	accts, err := s.memberships(ctx)
 	if err != nil {
 		return err
 	}
@@ -374,7 +388,7 @@ func (d *Dashboard) deletePage(w http.ResponseWriter, r *http.Request, s *sessio
 	if err != nil {
 		var p *problem
 		if errors.As(err, &p) && p.msg == msgMismatch {
-			return d.renderDelete(w, r, s, acct, p.status, deleteView{Key: d.row(k, nil), Typed: typed, Error: p.msg})
+			return d.renderDelete(w, r, s, acct, p.status, k, deleteView{Typed: typed, Error: p.msg})
 		}
 		return err
 	}
@@ -442,21 +456,26 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session
 	v := auditView{view: d.base(s, accts, &acct, "Audit log", "audit")}
 	v.listing(acct.ID, l, page)
 	for _, ev := range page.Events {
-		label, ok := actionLabels[ev.Action]
-		if !ok {
-			label = [2]string{ev.Action, "other"}
-		}
-		from := ev.RemoteAddr
-		if from == "" {
-			from = "command line"
-		}
-		v.Events = append(v.Events, eventRow{
-			ID: ev.ID, When: ev.At.UTC().Format(timeLayout), WhenISO: ev.At.UTC().Format(time.RFC3339),
-			Actor: ev.Actor, Action: label[0], ActionClass: label[1],
-			KeyID: ev.KeyID, KeyName: ev.KeyName, KeyDisplay: ev.KeyDisplay, Detail: ev.Detail, From: from,
-		})
+		v.Events = append(v.Events, toEventRow(ev))
 	}
 	return d.render(w, http.StatusOK, "audit", v)
+}
+
+// toEventRow is an audit event as the pages show it.
+func toEventRow(ev store.AuditEvent) eventRow {
+	label, ok := actionLabels[ev.Action]
+	if !ok {
+		label = [2]string{ev.Action, "other"}
+	}
+	from := ev.RemoteAddr
+	if from == "" {
+		from = "command line"
+	}
+	return eventRow{
+		ID: ev.ID, When: ev.At.UTC().Format(timeLayout), WhenISO: ev.At.UTC().Format(time.RFC3339),
+		Actor: ev.Actor, Action: label[0], ActionClass: label[1],
+		KeyID: ev.KeyID, KeyName: ev.KeyName, KeyDisplay: ev.KeyDisplay, Detail: ev.Detail, From: from,
+	}
 }
 
 // auditActions are the audit log's action filter's choices, in order.

@@ -166,7 +166,7 @@ func TestActivityRetention(t *testing.T) {
 	if err := negative.Provision(cctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := negative.Validate(); err == nil || !strings.Contains(err.Error(), "activity_retention must be positive") {
+	if err := negative.Validate(); err == nil || !strings.Contains(err.Error(), "activity_retention and usage_interval must be positive") {
 		t.Fatalf("a negative activity_retention: %v", err)
 	}
 }

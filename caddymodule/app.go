@@ -34,6 +34,9 @@ const (
 	// that fail may cost (see App).
 	DefaultUnknownKeyLookups = 200
 	DefaultClientRefusals    = 60
+	// DefaultUsageInterval is how often last-used times and key activity
+	// are written to the store.
+	DefaultUsageInterval = 30 * time.Second
 	// DefaultActivityRetention is how long key activity is kept.
 	DefaultActivityRetention = 90 * 24 * time.Hour
 	// Heartbeat is how often an instance reports itself to the fleet;
@@ -112,6 +115,14 @@ type App struct {
 	// per key and hour. Older hours are purged hourly, and a key's
 	// activity is deleted with the key. Default: 90d.
 	ActivityRetention caddy.Duration `json:"activity_retention,omitempty"`
+
+	// UsageInterval is how often this instance writes what it gathered
+	// about its keys (when each was last used, and its activity) to the
+	// store, in one batch, and so how stale "last used" and the
+	// dashboard's counts may be. Each instance writes at most one row per
+	// active key and hour per interval, whatever its request rate: a
+	// longer interval means fewer writes in a large fleet. Default: 30s.
+	UsageInterval caddy.Duration `json:"usage_interval,omitempty"`
 
 	// StaleBound is how long cached keys are trusted while this instance
 	// does not receive the fleet's key events (Postgres store only): while
@@ -197,6 +208,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.ObjectRetention == 0 {
 		a.ObjectRetention = caddy.Duration(DefaultRetention)
 	}
+	if a.UsageInterval == 0 {
+		a.UsageInterval = caddy.Duration(DefaultUsageInterval)
+	}
 	if a.ActivityRetention == 0 {
 		a.ActivityRetention = caddy.Duration(DefaultActivityRetention)
 	}
@@ -224,8 +238,8 @@ func (a *App) Validate() error {
 	switch {
 	case a.CacheSize < 0:
 		return errors.New("keygate: cache_size must be positive")
-	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0, a.ObjectRetention < 0, a.StaleBound < 0, a.ActivityRetention < 0:
-		return errors.New("keygate: cache_ttl, negative_ttl, store_timeout, object_retention, stale_bound and activity_retention must be positive")
+	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0, a.ObjectRetention < 0, a.StaleBound < 0, a.ActivityRetention < 0, a.UsageInterval < 0:
+		return errors.New("keygate: cache_ttl, negative_ttl, store_timeout, object_retention, stale_bound, activity_retention and usage_interval must be positive")
 	case a.UnknownKeyLookups < -1, a.ClientRefusals < -1:
 		return errors.New("keygate: unknown_key_lookups and client_refusals must be positive, or off")
 	case a.Migrate != "auto" && a.Migrate != "off":

@@ -37,6 +37,7 @@ func init() {
 //		stale_bound   <duration>
 //		object_retention <duration>
 //		activity_retention <duration>
+//		usage_interval <duration>
 //		unknown_key_lookups <per second>|off
 //		client_refusals <per minute>|off
 //		migrate       auto|off
@@ -116,6 +117,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &a.ActivityRetention); err != nil {
 				return err
 			}
+		case "usage_interval":
+			if err := parseDuration(d, &a.UsageInterval); err != nil {
+				return err
+			}
 		case "unknown_key_lookups":
 			if err := parseLimit(d, &a.UnknownKeyLookups, "unknown_key_lookups 200"); err != nil {
 				return err
@@ -129,7 +134,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("migrate takes auto or off")
 			}
 		default:
-			return caddyconf.UnknownOption(d, "keygate global option", "store", "secret", "previous_secrets", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "activity_retention", "unknown_key_lookups", "client_refusals", "migrate")
+			return caddyconf.UnknownOption(d, "keygate global option", "store", "secret", "previous_secrets", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "activity_retention", "usage_interval", "unknown_key_lookups", "client_refusals", "migrate")
 		}
 	}
 	return nil

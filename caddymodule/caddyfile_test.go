@@ -92,6 +92,8 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"keygate {\n\tactivity_retention forever\n}", "activity_retention must be a positive duration"},
 		{"keygate {\n\tactivity_retention 0s\n}", "activity_retention must be a positive duration"},
 		{"keygate {\n\tactivity_retension 30d\n}", "did you mean activity_retention?"},
+		{"keygate {\n\tusage_interval often\n}", "usage_interval must be a positive duration"},
+		{"keygate {\n\tusage_intervall 1s\n}", "did you mean usage_interval?"},
 	}
 	for _, c := range appCases {
 		err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.input))

@@ -11,16 +11,11 @@ import (
 	"github.com/keygate/keygate/caddymodule/store"
 )
 
-// LastUsedInterval is how often the times keys were last used, and their
-// activity, are written to the store: "last used" is accurate to within
-// this much.
-const LastUsedInterval = 30 * time.Second
-
 // writeUsage writes the gathered last-used times and key activity in
-// batches, and once more when the app stops.
+// batches every UsageInterval, and once more when the app stops.
 func (a *App) writeUsage(ctx context.Context, rt *runtime) {
 	defer a.bg.Done()
-	t := time.NewTicker(LastUsedInterval)
+	t := time.NewTicker(time.Duration(a.UsageInterval))
 	defer t.Stop()
 	for {
 		select {

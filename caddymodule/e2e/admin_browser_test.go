@@ -232,13 +232,42 @@ func TestAdminBrowser(t *testing.T) {
 	rows := js[[]string](t, ctx, `Array.from(document.querySelectorAll('table.keys-table tbody tr')).map(r => r.innerText.replace(/\s+/g, ' ').trim())`)
 	if len(rows) != 2 || !strings.Contains(rows[0], "ci pipeline") || !strings.Contains(rows[0], "Standard") || !strings.Contains(rows[0], "All inboxes") ||
 		!strings.Contains(rows[1], "staging only") || !strings.Contains(rows[1], "Server-restricted") || !strings.Contains(rows[1], "Staging") ||
-		!strings.Contains(rows[0], "by alice") || !strings.Contains(rows[0], "never") {
+		!strings.Contains(rows[0], "by alice") {
 		t.Fatalf("the list shows:\n%s", strings.Join(rows, "\n"))
 	}
 	screenshot(t, ctx, dir, "key-list.png")
 
-	// Reveal key (the eye icon) shows the value again, in a dialog.
+	// The key's page, from its name in the list: what used the key, drawn
+	// without script or inline style. The sidecar writes what it gathered
+	// every usage_interval: reload until the request above is counted.
 	row := `tr[data-key-name="ci pipeline"] `
+	step(t, ctx, "the key's page", chromedp.Click(css(row+`a.key-name`)), chromedp.WaitVisible(css("svg.chart")))
+	evidence := `document.querySelector('[data-evidence]').textContent.trim()`
+	waitFor(t, "the key's page to count its use", 30*time.Second, func() bool {
+		step(t, ctx, "reloading the key's page", chromedp.Reload(), chromedp.WaitVisible(css("svg.chart")))
+		return strings.HasPrefix(js[string](t, ctx, evidence), "Used")
+	}, func() string { return js[string](t, ctx, evidence) })
+	if got := js[string](t, ctx, evidence); !strings.HasPrefix(got, "Used once in the last 7 days, last ") || !strings.HasSuffix(got, " from 127.0.0.1 by Go-http-client 1.1.") {
+		t.Fatalf("the key's page says %q", got)
+	}
+	keyPage := value(t, ctx, "the key's page", chromedp.Text(css("main")))
+	for _, want := range []string{"ci pipeline", "Requests per hour", "Last 7 days: 1 allowed, 0 refused", "127.0.0.1", "Go-http-client 1.1", "Created"} {
+		if !strings.Contains(keyPage, want) {
+			t.Fatalf("the key's page lacks %q:\n%s", want, keyPage)
+		}
+	}
+	if bars := js[int](t, ctx, `document.querySelectorAll('svg.chart rect.bar-allowed').length`); bars != 1 {
+		t.Fatalf("the chart draws %d bars, want 1", bars)
+	}
+	if fill := js[string](t, ctx, `getComputedStyle(document.querySelector('svg.chart rect.bar-allowed')).fill`); fill == "" || fill == "rgb(0, 0, 0)" {
+		t.Fatalf("the stylesheet does not colour the chart (fill %q)", fill)
+	}
+	screenshot(t, ctx, dir, "key-page.png")
+	step(t, ctx, "the chart over 30 days", chromedp.Click(css(`.segmented a[href*="days=30"]`)),
+		chromedp.WaitVisible(css(`svg.chart[data-chart="30"]`)), until(`document.querySelector('.segmented a[aria-current="page"]').textContent === '30 days'`))
+	step(t, ctx, "back to the list", chromedp.Click(css(`.crumbs a`)), chromedp.WaitVisible(css("table.keys-table")))
+
+	// Reveal key (the eye icon) shows the value again, in a dialog.
 	step(t, ctx, "the eye icon",
 		chromedp.Click(css(row+`form[data-reveal] button`)),
 		chromedp.WaitVisible(css("#reveal-dialog")),
@@ -273,8 +302,9 @@ func TestAdminBrowser(t *testing.T) {
 		t.Fatal("Delete is enabled with a wrong name")
 	}
 	step(t, ctx, "type the name", chromedp.KeyEvent("e"), until(`!document.querySelector('[data-delete-submit]').disabled`))
+	step(t, ctx, "the dialog reads the key's use", until(`document.querySelector('#delete-dialog [data-evidence]').textContent.startsWith('Used once in the last 7 days')`))
 	dialogText := value(t, ctx, "the dialog's text", chromedp.Text(css("#delete-dialog")))
-	for _, s := range []string{"This action cannot be undone.", "A deleted key cannot be restored.", "Type ci pipeline to confirm"} {
+	for _, s := range []string{"This action cannot be undone.", "A deleted key cannot be restored.", "Type ci pipeline to confirm", "from 127.0.0.1 by Go-http-client 1.1."} {
 		if !strings.Contains(dialogText, s) {
 			t.Fatalf("the dialog does not say %q:\n%s", s, dialogText)
 		}
@@ -357,6 +387,10 @@ func TestAdminBrowser(t *testing.T) {
 	if got := js[string](t, ctx, fits("#delete-dialog")+` || `+fits(`#delete-dialog [data-delete-submit]`)); got != "" {
 		t.Fatalf("the delete dialog at 390 px: %s", got)
 	}
+	step(t, ctx, "the restricted key's evidence", until(`!document.querySelector('#delete-dialog [data-evidence]').textContent.startsWith('Reading')`))
+	if got := js[string](t, ctx, `document.querySelector('#delete-dialog [data-evidence]').textContent`); !strings.HasPrefix(got, "Used 3 times in the last 7 days (1 refused by its scope), last ") {
+		t.Fatalf("the delete dialog of the restricted key says %q", got)
+	}
 	screenshot(t, ctx, dir, "delete-dialog-390px.png")
 	step(t, ctx, "closing the delete dialog", chromedp.Click(css(`#delete-dialog [data-close]`)), chromedp.WaitNotVisible(css("#delete-dialog")))
 	step(t, ctx, "the reveal dialog on a phone", chromedp.Click(css(row+`form[data-reveal] button`)), chromedp.WaitVisible(css("#reveal-dialog")),
@@ -383,6 +417,14 @@ func TestAdminBrowser(t *testing.T) {
 		t.Fatalf("the audit log at 390 px: %s", got)
 	}
 	screenshot(t, ctx, dir, "audit-log-390px.png")
+
+	step(t, ctx, "a key's page on a phone", chromedp.Navigate(d.base+"?account="+d.acct), chromedp.WaitVisible(css("table.keys-table")),
+		chromedp.Click(css(row+`a.key-name`)), chromedp.WaitVisible(css("svg.chart")))
+	noOverflow("a key's page")
+	if got := js[string](t, ctx, fits(".chart-scroll")+` || `+fits("#addresses-title")+` || `+fits(".page-actions .btn-danger-outline")); got != "" {
+		t.Fatalf("a key's page at 390 px: %s", got)
+	}
+	screenshot(t, ctx, dir, "key-page-390px.png")
 }
 
 // jsString quotes s for JavaScript.

@@ -90,6 +90,9 @@ func newDashboard(t testing.TB, mount string) *dashboard {
 	log {
 		level DEBUG
 	}
+	keygate {
+		usage_interval 250ms
+	}
 }
 
 http://%s {

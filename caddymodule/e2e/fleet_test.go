@@ -87,7 +87,7 @@ func newFleet(t testing.TB, n int, dsn string, dsnFor func(i int) (storeDSN, lis
 				// The watchers probe deleted keys from one address without
 				// pause: the limits for keys that fail would throttle them.
 				"\t\tsecret {env.KEYGATE_SECRET}\n\t\tcache_ttl 10m\n\t\tnegative_ttl 10m\n\t\tstore_timeout 500ms\n" +
-				"\t\tclient_refusals off\n\t\tunknown_key_lookups off\n" +
+				"\t\tclient_refusals off\n\t\tunknown_key_lookups off\n\t\tusage_interval 250ms\n" +
 				"\t\tstale_bound " + staleBound.String(),
 			upstream: up.addr(),
 		})

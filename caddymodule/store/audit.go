@@ -25,6 +25,9 @@ type AuditQuery struct {
 	// Action keeps the events of one action (ActionCreate, ...); "" keeps
 	// every action.
 	Action string
+	// KeyID keeps the events about one key (a key's page); "" keeps the
+	// events about every key and about none.
+	KeyID  string
 	Before int64 // the events older than this id (an AuditPage's Older); <= 0 for none
 	After  int64 // the events newer than this id (an AuditPage's Newer); <= 0 for none
 	Limit  int   // events per page: <= 0 is DefaultAuditLimit, none above MaxAuditLimit
@@ -44,6 +47,7 @@ type AuditPage struct {
 type AuditScan struct {
 	Match  Match
 	Action string
+	KeyID  string // "" for any
 	Desc   bool
 	Bound  int64 // math.MaxInt64 when the query gave none
 	Fetch  int   // one more than the page, which tells whether more follow
@@ -62,6 +66,9 @@ func PlanAudit(q AuditQuery) (AuditScan, error) {
 	if q.Action != "" && !knownAction(q.Action) {
 		return AuditScan{}, fmt.Errorf("%w: unknown audit action %q", ErrInvalid, q.Action)
 	}
+	if err := CheckText(q.KeyID); err != nil {
+		return AuditScan{}, err
+	}
 	q.Before, q.After = max(q.Before, 0), max(q.After, 0)
 	if q.Before > 0 && q.After > 0 {
 		return AuditScan{}, fmt.Errorf("%w: a page of the audit log is before an event or after one, not both", ErrInvalid)
@@ -72,7 +79,7 @@ func PlanAudit(q AuditQuery) (AuditScan, error) {
 	case q.Limit > MaxAuditLimit:
 		q.Limit = MaxAuditLimit
 	}
-	scan := AuditScan{Match: match(search), Action: q.Action, Desc: true, Bound: math.MaxInt64, Fetch: q.Limit + 1, query: q}
+	scan := AuditScan{Match: match(search), Action: q.Action, KeyID: q.KeyID, Desc: true, Bound: math.MaxInt64, Fetch: q.Limit + 1, query: q}
 	switch {
 	case q.Before > 0:
 		scan.Bound = q.Before

@@ -165,12 +165,37 @@
         expected = row.getAttribute('data-key-name');
         fill(del, 'name', expected);
         fill(del, 'key', row.getAttribute('data-key-id'));
+        showEvidence(row.getAttribute('data-key-id'));
         confirmInput.value = '';
         sync();
         del.showModal();
         confirmInput.focus();
       });
     });
+    // The evidence of the key's use, from the JSON API: the same sentence
+    // as the delete page's. A late answer for a key no longer in the
+    // dialog is dropped.
+    var asked = 0;
+    var showEvidence = function (key) {
+      var mine = ++asked;
+      var account = $('input[name="account"]', del).value;
+      fill(del, 'evidence', 'Reading how this key has been used…');
+      if (!window.fetch) { fill(del, 'evidence', ''); return; }
+      fetch('api/accounts/' + encodeURIComponent(account) + '/keys/' + encodeURIComponent(key), {
+        credentials: 'same-origin',
+        cache: 'no-store',
+        headers: { 'Accept': 'application/json' }
+      }).then(function (res) {
+        return res.json().then(function (body) {
+          if (!res.ok) throw new Error(body.error || res.statusText);
+          return body;
+        });
+      }).then(function (body) {
+        if (mine === asked) fill(del, 'evidence', body.evidence);
+      }).catch(function (err) {
+        if (mine === asked) fill(del, 'evidence', 'How this key has been used could not be read: ' + err.message);
+      });
+    };
   }
 
   // The delete page without the dialog: enable Delete on a match too.

@@ -22,8 +22,8 @@ func (s *Store) AppendAudit(ctx context.Context, ev store.AuditEvent) error {
 }
 
 // ListAudit reads a page of the account's events: the scan of
-// store.PlanAudit, from the index on account and id, or on account,
-// action and id.
+// store.PlanAudit, from the index on account and id, on account,
+// action and id, or on account, key and id.
 func (s *Store) ListAudit(ctx context.Context, accountID string, q store.AuditQuery) (store.AuditPage, error) {
 	const doing = "listing audit events"
 	scan, err := store.PlanAudit(q)
@@ -35,6 +35,9 @@ func (s *Store) ListAudit(ctx context.Context, accountID string, q store.AuditQu
 	where := "account_id = " + p.add(accountID) + " and id " + op + " " + p.add(scan.Bound)
 	if scan.Action != "" {
 		where += " and action = " + p.add(scan.Action)
+	}
+	if scan.KeyID != "" {
+		where += " and key_id = " + p.add(scan.KeyID)
 	}
 	where += matchSQL(&p, scan.Match, "key_name", "key_display")
 	listSQL := `

@@ -312,6 +312,10 @@ func testAuditSearch(t *testing.T, s store.Store) {
 		{store.AuditQuery{Action: store.ActionRotate}, []event{{store.ActionRotate, ""}}},
 		{store.AuditQuery{Action: d, Search: "staging"}, nil},
 		{store.AuditQuery{Search: "nothing like it"}, nil},
+		{store.AuditQuery{KeyID: made["staging"].ID, Limit: 2}, []event{{r, "staging"}, {r, "staging"}, {c, "staging"}}},
+		{store.AuditQuery{KeyID: made["staging"].ID, Action: c}, []event{{c, "staging"}}},
+		{store.AuditQuery{KeyID: made["Prod EU"].ID}, []event{{d, "Prod EU"}, {c, "Prod EU"}}},
+		{store.AuditQuery{KeyID: "' or 1=1 --"}, nil},
 	} {
 		if got := find(tc.q); !slices.Equal(got, tc.want) {
 			t.Errorf("ListAudit(%+v) = %v\nwant %v", tc.q, got, tc.want)
@@ -328,6 +332,7 @@ func testAuditSearch(t *testing.T, s store.Store) {
 		"a NUL in the search":     {Search: "\x00"},
 		"a search of 1 MB":        {Search: strings.Repeat("_", 1<<20)},
 		"invalid UTF-8 to search": {Search: "\xff"},
+		"a NUL in the key id":     {KeyID: "k\x00"},
 	} {
 		_, err := s.ListAudit(ctx, a.ID, q)
 		wantErr(t, "ListAudit with "+what, err, store.ErrInvalid)
