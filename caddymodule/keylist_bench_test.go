@@ -3,10 +3,13 @@ package caddymodule_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -26,7 +29,8 @@ const listTarget = 200 // milliseconds
 // BenchmarkKeyList10k serves the dashboard's key list and audit log of
 // an account with 10 000 keys (and 12 500 audit events) on Postgres,
 // through the dashboard's handler: the first page, searches, sorts and a
-// page deep in the list, each under listTarget.
+// page deep in the list, and the page of a key with 30 days of activity
+// at the caps, each under listTarget.
 func BenchmarkKeyList10k(b *testing.B) {
 	const n = 10000
 	ctx := context.Background()
@@ -74,8 +78,11 @@ func BenchmarkKeyList10k(b *testing.B) {
 	}
 	prefix := url.QueryEscape(page.Keys[0].Display)
 
+	busy := busyKey(b, st, acct.ID)
+
 	keysAt := "/?account=" + acct.ID
 	auditAt := "/audit?account=" + acct.ID
+	keyAt := "/key?account=" + acct.ID + "&key=" + busy
 	for _, c := range []struct{ name, target string }{
 		{"keys/first", keysAt},
 		{"keys/search", keysAt + "&q=prod-12"},
@@ -91,6 +98,10 @@ func BenchmarkKeyList10k(b *testing.B) {
 		{"audit/search", auditAt + "&q=prod-12"},
 		{"audit/action", auditAt + "&action=key.reveal"},
 		{"audit/search-none", auditAt + "&q=no+such+key&action=key.delete"},
+		{"key/page", keyAt},
+		{"key/page-30-days", keyAt + "&days=30"},
+		{"key/api", "/api/accounts/" + acct.ID + "/keys/" + busy},
+		{"key/delete-confirm", "/delete?account=" + acct.ID + "&key=" + busy},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
@@ -148,6 +159,35 @@ func insertKeys(b *testing.B, dsn, accountID string, n int) {
 			b.Fatalf("%s: %v", q.sql, err)
 		}
 	}
+}
+
+// busyKey gives one of the account's standard keys 30 days of activity
+// around the clock, every hour at the caps (10 addresses, 10 agents, 20
+// servers): the most a key's page reads. It returns the key's id.
+func busyKey(b *testing.B, st store.Store, accountID string) string {
+	b.Helper()
+	ctx := context.Background()
+	const id = "key_bench00000000003" // i = 3: standard, used
+	now := store.ActivityHourOf(time.Now())
+	var hours []store.ActivityHour
+	for h := range 30 * 24 {
+		hour := store.ActivityHour{KeyID: id, Hour: now.Add(-time.Duration(h) * time.Hour), Allowed: int64(1000 + h), Refused: int64(h % 7)}
+		for i := range store.MaxActivityServers {
+			if i < store.MaxActivityAddresses {
+				hour.Values = append(hour.Values,
+					store.ActivityValue{Kind: store.ActivityAddress, Value: fmt.Sprintf("203.0.113.%d", (h+i)%250), Requests: 100},
+					store.ActivityValue{Kind: store.ActivityAgent, Value: fmt.Sprintf("mailosaur-node/11.%d.%d", h%20, i), Requests: 100})
+			}
+			hour.Values = append(hour.Values, store.ActivityValue{Kind: store.ActivityServer, Value: fmt.Sprintf("srv%05d", (h*7+i)%400), Requests: 50})
+		}
+		hours = append(hours, hour)
+	}
+	for batch := range slices.Chunk(hours, 100) {
+		if err := st.RecordActivity(ctx, batch); err != nil {
+			b.Fatalf("recording activity: %v", err)
+		}
+	}
+	return id
 }
 
 // listBackend is the dashboard's backend of one store, without a fleet.
