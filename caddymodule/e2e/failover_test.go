@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keygate/keygate/caddymodule/internal/pgtest"
 	"github.com/keygate/keygate/caddymodule/store"
@@ -54,6 +55,31 @@ func (w *watch) markDeleted(key string) {
 	w.mu.Unlock()
 }
 
+// rowLocked reports whether a transaction holds the key's row on the
+// cluster: a deletion that has not finished committing.
+func rowLocked(t testing.TB, c *pgtest.Cluster, keyID string) bool {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), c.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	_, err = tx.Exec(t.Context(), `select 1 from api_keys where id = $1 for update nowait`, keyID)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return false
+}
+
 // queryInt runs a query returning one integer on a cluster.
 func queryInt(t testing.TB, c *pgtest.Cluster, sql string) int {
 	t.Helper()
@@ -67,6 +93,17 @@ func queryInt(t testing.TB, c *pgtest.Cluster, sql string) int {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return n
+}
+
+// cutStream stops the standby's WAL receiver and waits for the primary to
+// see it gone; the primary still knows of the standby by its slot.
+func cutStream(t *testing.T, primary, standby *pgtest.Cluster) {
+	t.Helper()
+	standby.Exec(t, `alter system set primary_conninfo = ''`)
+	standby.Exec(t, `select pg_reload_conf()`)
+	waitFor(t, "the standby's walsender to go", 30*time.Second, func() bool {
+		return queryInt(t, primary, `select count(*) from pg_stat_replication`) == 0
+	}, nil)
 }
 
 // TestFailover: a primary and an asynchronous streaming standby; two
@@ -111,19 +148,7 @@ func TestFailover(t *testing.T) {
 
 	// The standby stops receiving WAL; the primary still knows of it by
 	// its slot.
-	sconn, err := pgx.Connect(ctx, standby.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sconn.Close(context.Background())
-	for _, sql := range []string{`alter system set primary_conninfo = ''`, `select pg_reload_conf()`} {
-		if _, err := sconn.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
-	f.waitFor("the standby's walsender to go", 30*time.Second, func() bool {
-		return queryInt(t, primary, `select count(*) from pg_stat_replication`) == 0
-	})
+	cutStream(t, primary, standby)
 
 	streamed, err := f.st.LastKeyEvent(ctx) // the standby has every event to here
 	if err != nil {
@@ -266,6 +291,33 @@ func TestFailoverSynchronous(t *testing.T) {
 	}
 	t.Logf("dashboard: %s", r.Revocation)
 
+	// The hard case of the asynchronous test: the standby stops receiving
+	// WAL and a key is deleted. Here the deletion cannot commit without
+	// the standby: it waits, invisible, announced to no node, and the
+	// dashboard claims nothing.
+	pending, pendingKey := f.mint("pending")
+	pending = f.create(pending)
+	for _, n := range f.nodes {
+		if s := probe(n, pendingKey); s != http.StatusOK {
+			t.Fatalf("before its deletion %s answered %d", n.addr, s)
+		}
+	}
+	cutStream(t, primary, standby)
+	token := f.csrfToken(1)
+	answered := make(chan response, 1)
+	go func() {
+		answered <- dashboardRequest(t, f.dashboards[1], "alice", f.password, "POST",
+			"/api/accounts/"+f.account+"/keys/"+pending.ID+"/delete", `{"name":"pending"}`, token)
+	}()
+	waitFor(t, "the deletion to wait for the standby", 30*time.Second, func() bool {
+		return rowLocked(t, primary, pending.ID)
+	}, nil)
+	for _, n := range f.nodes {
+		if s := probe(n, pendingKey); s != http.StatusOK {
+			t.Fatalf("while its deletion waits for the standby %s answered %d", n.addr, s)
+		}
+	}
+
 	died := time.Now()
 	primary.Ctl("stop", "-m", "immediate")
 	standby.Ctl("promote")
@@ -300,6 +352,16 @@ func TestFailoverSynchronous(t *testing.T) {
 		return true
 	})
 	w.finish()
+	if r := <-answered; r.status == http.StatusOK || strings.Contains(r.body, "Revoked") {
+		t.Errorf("the dashboard reported a deletion the standby never had: %d %s", r.status, r.body)
+	} else {
+		t.Logf("dashboard, deletion waiting for the standby when the primary died: %d %s", r.status, strings.TrimSpace(r.body))
+	}
+	for _, n := range f.nodes {
+		if s := probe(n, pendingKey); s != http.StatusOK {
+			t.Errorf("after the failover %s answers %d for the key whose deletion never committed", n.addr, s)
+		}
+	}
 	for _, n := range f.nodes {
 		if s := probe(n, doomedKey); s != http.StatusUnauthorized {
 			t.Errorf("after the failover %s answers %d for the deleted key", n.addr, s)

@@ -111,18 +111,7 @@ func (f *fleet) dashboardJSON(i int, method, path, body string, out any) {
 	f.t.Helper()
 	token := ""
 	if method != "GET" {
-		var accounts struct {
-			Items []struct {
-				ID        string `json:"id"`
-				CSRFToken string `json:"csrf_token"`
-			} `json:"items"`
-		}
-		json.Unmarshal([]byte(f.dashboard(i, "alice", "GET", "/api/accounts", "", "").body), &accounts)
-		for _, a := range accounts.Items {
-			if a.ID == f.account {
-				token = a.CSRFToken
-			}
-		}
+		token = f.csrfToken(i)
 	}
 	r := f.dashboard(i, "alice", method, path, body, token)
 	if r.status != http.StatusOK {
@@ -131,6 +120,24 @@ func (f *fleet) dashboardJSON(i int, method, path, body string, out any) {
 	if err := json.Unmarshal([]byte(r.body), out); err != nil {
 		f.t.Fatal(err)
 	}
+}
+
+// csrfToken is alice's token for the fleet's account on node i's dashboard.
+func (f *fleet) csrfToken(i int) string {
+	f.t.Helper()
+	var accounts struct {
+		Items []struct {
+			ID        string `json:"id"`
+			CSRFToken string `json:"csrf_token"`
+		} `json:"items"`
+	}
+	json.Unmarshal([]byte(f.dashboard(i, "alice", "GET", "/api/accounts", "", "").body), &accounts)
+	for _, a := range accounts.Items {
+		if a.ID == f.account {
+			return a.CSRFToken
+		}
+	}
+	return ""
 }
 
 // dashboard sends one request to node i's dashboard as user.
