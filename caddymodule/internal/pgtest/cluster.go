@@ -57,7 +57,7 @@ func (c *Cluster) StartStandby(t testing.TB, slot string) *Cluster {
 	t.Helper()
 	s := newCluster(t)
 	s.Standby = true
-	s.run(bin(t, "pg_basebackup"), "-D", s.Dir, "-d", c.DSN, "-R", "-C", "-S", slot, "-X", "stream", "--no-sync")
+	s.run(bin(t, "pg_basebackup"), "-D", s.Dir, "-d", c.DSN, "-R", "-C", "-S", slot, "-X", "stream", "--checkpoint=fast", "--no-sync")
 	s.Ctl("start")
 	return s
 }
