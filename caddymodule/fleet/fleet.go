@@ -1,8 +1,10 @@
 // Package fleet keeps one instance's key cache in step with every other
 // instance sharing a store: it follows the store's key events (Postgres
 // LISTEN/NOTIFY), evicts what they name, catches up from the store after
-// any gap or reconnect, and reports the instance's state so the dashboard
-// can tell on how many instances a deletion has taken effect.
+// any gap or reconnect (emptying the cache where it cannot, or where a
+// failover changed the events it had applied), and reports the instance's
+// state so the dashboard can tell on how many instances a deletion has
+// taken effect.
 //
 // While it cannot follow, the cache is distrusted: cached keys are trusted
 // only within the cache's staleness bound, never longer.
@@ -270,9 +272,13 @@ func (f *Follower) reportLost(ctx context.Context, last int64) {
 	if len(dels) == 0 {
 		return
 	}
+	// The store's events from the oldest remembered deletion on: lo to hi
+	// is what the read covered, events before lo having been pruned.
 	have := map[int64]store.KeyEvent{}
+	lo, hi := last+1, last
 	if from := dels[0].Seq; from <= last {
-		evs, err := f.cfg.Store.KeyEventsSince(ctx, from-1, int(min(last-from+1, 10_000)))
+		const most = 10_000
+		evs, err := f.cfg.Store.KeyEventsSince(ctx, from-1, int(min(last-from+1, most)))
 		if err != nil {
 			f.cfg.Logger.Error("key deletions may have been lost; the store's key events could not be read to tell which", zap.Error(err))
 			return
@@ -280,10 +286,17 @@ func (f *Follower) reportLost(ctx context.Context, last int64) {
 		for _, ev := range evs {
 			have[ev.Seq] = ev
 		}
+		if len(evs) > 0 {
+			lo = evs[0].Seq
+			if len(evs) == most {
+				hi = evs[len(evs)-1].Seq
+			}
+		}
 	}
 	var lost []string
 	for _, d := range dels {
-		if ev, ok := have[d.Seq]; !ok || !sameEvent(ev, d) {
+		ev, ok := have[d.Seq]
+		if d.Seq > last || d.Seq >= lo && d.Seq <= hi && (!ok || !sameEvent(ev, d)) {
 			lost = append(lost, d.KeyID)
 		}
 	}

@@ -285,12 +285,18 @@ func TestFollowerReportsWhyItCannotConnect(t *testing.T) {
 func TestFollowerHistoryDiverged(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
+	w.deleteKey(w.createKey("deleted long ago"))
+	pruned := time.Now()
 	w.createKey("kept")
 	lost := w.deleteKey(w.createKey("deleted, then lost"))
 	w.waitFor("the deletion", func() bool { return w.f.Applied() == lost.Seq })
 	w.stop()
 	<-w.done
 	_, before, _ := w.cache.state()
+	// Pruned: the old deletion is not lost, only forgotten by the store.
+	if n, err := w.st.PruneKeyEvents(t.Context(), pruned); err != nil || n != 2 {
+		t.Fatalf("pruning the old events: %d, %v", n, err)
+	}
 
 	// What the standby had: everything but the deletion's event.
 	conn, err := pgx.Connect(t.Context(), w.dsn)
