@@ -111,23 +111,43 @@ func (d *Dashboard) remove(r *http.Request, s *session, acct account, keyID, typ
 	return k, d.awaitRevocation(ctx, deleted), nil
 }
 
-// revocation says where a deletion has taken effect.
+// revocation says where a deletion has taken effect, and whether it would
+// survive a failover of the database.
 type revocation struct {
 	Fleet   bool // the store is shared by a fleet; else this instance is all
 	Applied int  // live instances that refuse the key
 	Live    int
 	Lag     time.Duration // from the commit to the last instance, when all did
+	// Standbys the database knows of, and how many have the deletion: a
+	// failover to one that has not would bring the key back.
+	Standbys, Replicated int
 }
 
-// String is the sentence the page shows.
+// String is the sentence the page shows. It says nothing of standbys
+// where the database has none (a single Postgres), and never calls a
+// deletion safe before every standby has it.
 func (rv revocation) String() string {
+	var s string
 	switch {
 	case !rv.Fleet:
 		return "Revoked on this instance."
 	case rv.Live > 0 && rv.Applied == rv.Live:
-		return fmt.Sprintf("Revoked on %d of %d instances in %s.", rv.Applied, rv.Live, roundLag(rv.Lag))
+		s = fmt.Sprintf("Revoked on %d of %d instances in %s", rv.Applied, rv.Live, roundLag(rv.Lag))
+	default:
+		s = fmt.Sprintf("Revoked on %d of %d live instances so far; an instance that has not confirmed refuses the key at the latest when its staleness bound runs out", rv.Applied, rv.Live)
 	}
-	return fmt.Sprintf("Revoked on %d of %d live instances so far; an instance that has not confirmed refuses the key at the latest when its staleness bound runs out.", rv.Applied, rv.Live)
+	switch {
+	case rv.Standbys == 0:
+	case rv.Replicated == rv.Standbys && rv.Standbys == 1:
+		s += "; replicated to the standby"
+	case rv.Replicated == rv.Standbys:
+		s += fmt.Sprintf("; replicated to all %d standbys", rv.Standbys)
+	case rv.Standbys == 1:
+		s += "; not yet confirmed on the standby: a failover now could undo it"
+	default:
+		s += fmt.Sprintf("; confirmed on %d of %d standbys so far: a failover now could undo it", rv.Replicated, rv.Standbys)
+	}
+	return s + "."
 }
 
 func roundLag(d time.Duration) string {
@@ -138,8 +158,8 @@ func roundLag(d time.Duration) string {
 }
 
 // awaitRevocation waits, up to two seconds, for every live instance of a
-// fleet to confirm a deletion: they do so within milliseconds unless one
-// is cut off from the store.
+// fleet to confirm a deletion, and every standby of the database to have
+// it: they do so within milliseconds unless one is cut off.
 func (d *Dashboard) awaitRevocation(ctx context.Context, k store.Key) revocation {
 	deadline := time.Now().Add(2 * time.Second)
 	for {
@@ -147,8 +167,8 @@ func (d *Dashboard) awaitRevocation(ctx context.Context, k store.Key) revocation
 		if !ok {
 			return revocation{}
 		}
-		rv := revocation{Fleet: true, Applied: r.Applied, Live: r.Live, Lag: r.Lag}
-		if err == nil && r.Live > 0 && r.Applied == r.Live || time.Now().After(deadline) || ctx.Err() != nil {
+		rv := revocation{Fleet: true, Applied: r.Applied, Live: r.Live, Lag: r.Lag, Standbys: r.Standbys, Replicated: r.Replicated}
+		if err == nil && r.Live > 0 && r.Applied == r.Live && r.Replicated == r.Standbys || time.Now().After(deadline) || ctx.Err() != nil {
 			if err != nil {
 				d.cfg.Logger.Warn("reading revocation receipts failed", zap.Error(err))
 			}

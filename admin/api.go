@@ -185,6 +185,7 @@ func (d *Dashboard) apiDelete(w http.ResponseWriter, r *http.Request, s *session
 	out := map[string]any{"id": k.ID, "name": k.Name, "deleted": true, "revocation": rv.String()}
 	if rv.Fleet {
 		out["revoked_on"], out["instances"], out["lag_ms"] = rv.Applied, rv.Live, float64(rv.Lag.Microseconds())/1000
+		out["standbys"], out["replicated_to"] = rv.Standbys, rv.Replicated
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

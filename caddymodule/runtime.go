@@ -263,7 +263,7 @@ func (a *App) Receipt(ctx context.Context, k store.Key) (r fleet.Receipt, ok boo
 	if rt == nil || rt.follower == nil || k.Seq == 0 {
 		return fleet.Receipt{}, false, nil
 	}
-	r, err = fleet.ReceiptOf(ctx, rt.store.(store.FleetStore), k.Seq, 3*Heartbeat)
+	r, err = fleet.ReceiptOf(ctx, rt.store.(store.FleetStore), k.Seq, k.LSN, 3*Heartbeat)
 	return r, true, err
 }
 

@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	osexec "os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,18 +111,7 @@ func (f *fleet) dashboardJSON(i int, method, path, body string, out any) {
 	f.t.Helper()
 	token := ""
 	if method != "GET" {
-		var accounts struct {
-			Items []struct {
-				ID        string `json:"id"`
-				CSRFToken string `json:"csrf_token"`
-			} `json:"items"`
-		}
-		json.Unmarshal([]byte(f.dashboard(i, "alice", "GET", "/api/accounts", "", "").body), &accounts)
-		for _, a := range accounts.Items {
-			if a.ID == f.account {
-				token = a.CSRFToken
-			}
-		}
+		token = f.csrfToken(i)
 	}
 	r := f.dashboard(i, "alice", method, path, body, token)
 	if r.status != http.StatusOK {
@@ -134,6 +120,24 @@ func (f *fleet) dashboardJSON(i int, method, path, body string, out any) {
 	if err := json.Unmarshal([]byte(r.body), out); err != nil {
 		f.t.Fatal(err)
 	}
+}
+
+// csrfToken is alice's token for the fleet's account on node i's dashboard.
+func (f *fleet) csrfToken(i int) string {
+	f.t.Helper()
+	var accounts struct {
+		Items []struct {
+			ID        string `json:"id"`
+			CSRFToken string `json:"csrf_token"`
+		} `json:"items"`
+	}
+	json.Unmarshal([]byte(f.dashboard(i, "alice", "GET", "/api/accounts", "", "").body), &accounts)
+	for _, a := range accounts.Items {
+		if a.ID == f.account {
+			return a.CSRFToken
+		}
+	}
+	return ""
 }
 
 // dashboard sends one request to node i's dashboard as user.
@@ -492,8 +496,8 @@ func TestFleetStoreUnreachable(t *testing.T) {
 // the test starts itself, restarts it, and deletes a key right after.
 func TestFleetPostgresRestart(t *testing.T) {
 	t.Parallel()
-	pg := startCluster(t)
-	f := newFleet(t, 2, pg.dsn, sameDSN(pg.dsn))
+	pg := pgtest.StartCluster(t)
+	f := newFleet(t, 2, pg.DSN, sameDSN(pg.DSN))
 	live, liveKey := f.mint("live")
 	f.create(live)
 	doomed, doomedKey := f.mint("doomed")
@@ -501,7 +505,7 @@ func TestFleetPostgresRestart(t *testing.T) {
 	w := f.watch(liveKey, doomedKey)
 	w.waitRound()
 
-	pg.ctl("restart", "-m", "fast")
+	pg.Ctl("restart", "-m", "fast")
 	// The test's own pool reconnects on its next query.
 	f.waitFor("the restarted cluster", 15*time.Second, func() bool { return f.st.Ping(t.Context()) == nil })
 	w.deleting(doomedKey, doomed)
@@ -586,57 +590,6 @@ func TestFleetConcurrentChanges(t *testing.T) {
 		}
 	}
 	w.finish()
-}
-
-// cluster is a throwaway Postgres the test owns, so that restarting it
-// leaves the machine's shared service alone.
-type cluster struct {
-	t    testing.TB
-	dir  string
-	port int
-	dsn  string
-	ctl  func(args ...string)
-}
-
-func startCluster(t testing.TB) *cluster {
-	t.Helper()
-	bin, err := filepath.Glob("/usr/lib/postgresql/*/bin/pg_ctl")
-	if err != nil || len(bin) == 0 {
-		t.Fatal("pg_ctl not found under /usr/lib/postgresql: the Postgres server package is needed for the restart test")
-	}
-	dir, err := os.MkdirTemp("", "keygate-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	c := &cluster{t: t, dir: filepath.Join(dir, "data")}
-	_, portStr, _ := strings.Cut(freeAddr(t), ":")
-	c.port, _ = strconv.Atoi(portStr)
-	c.dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
-
-	initdb := filepath.Join(filepath.Dir(bin[0]), "initdb")
-	run := func(name string, args ...string) {
-		var cmd *osexec.Cmd
-		if os.Geteuid() == 0 { // Postgres refuses to run as root
-			os.MkdirAll(c.dir, 0o700)
-			osexec.Command("chown", "-R", "postgres:postgres", dir).Run()
-			cmd = osexec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
-		} else {
-			cmd = osexec.Command(name, args...)
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
-		}
-	}
-	run(initdb, "-D", c.dir, "-A", "trust", "-U", "postgres", "--no-sync")
-	c.ctl = func(args ...string) {
-		run(bin[0], append([]string{"-D", c.dir, "-w", "-t", "30", "-l", filepath.Join(dir, "log"),
-			"-o", fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -k %s -c fsync=off", c.port, dir)}, args...)...)
-	}
-	c.ctl("start")
-	t.Cleanup(func() { c.ctl("stop", "-m", "immediate") })
-	return c
 }
 
 // TestFleetListenerCutOff: the store answers but the listener cannot reach

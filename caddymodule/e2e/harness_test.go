@@ -10,17 +10,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/caddymodule/internal/pgtest"
 )
 
 var keygateBin string
@@ -398,30 +400,11 @@ func (u *upstream) last(t testing.TB) *http.Request {
 	return u.seen[len(u.seen)-1]
 }
 
-// handedOut holds the ports freeAddr gave this process's tests.
-var handedOut sync.Map
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago: tests never use fixed ports. The port is below the kernel's
-// ephemeral range, so that no outgoing connection (to Postgres, say) takes
-// it before the test's server binds it, and never handed out twice, so
-// that tests running in parallel cannot be given the same one.
+// freeAddr returns a loopback address with a free port (pgtest.FreePort:
+// one registry of ports for the test servers, Caddy and Postgres alike).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	for range 1000 {
-		port := 20000 + mathrand.IntN(12000)
-		if _, taken := handedOut.LoadOrStore(port, true); taken {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue // another service's
-		}
-		l.Close()
-		return l.Addr().String()
-	}
-	t.Fatal("no free port between 20000 and 32000")
-	return ""
+	return "127.0.0.1:" + strconv.Itoa(pgtest.FreePort(t))
 }
 
 type syncBuffer struct {

@@ -1,8 +1,10 @@
 // Package fleet keeps one instance's key cache in step with every other
 // instance sharing a store: it follows the store's key events (Postgres
 // LISTEN/NOTIFY), evicts what they name, catches up from the store after
-// any gap or reconnect, and reports the instance's state so the dashboard
-// can tell on how many instances a deletion has taken effect.
+// any gap or reconnect (emptying the cache where it cannot, or where a
+// failover changed the events it had applied), and reports the instance's
+// state so the dashboard can tell on how many instances a deletion has
+// taken effect.
 //
 // While it cannot follow, the cache is distrusted: cached keys are trusted
 // only within the cache's staleness bound, never longer.
@@ -71,7 +73,16 @@ type Follower struct {
 	lastErr   atomic.Pointer[error]
 	beat      chan struct{}
 	wg        sync.WaitGroup
+
+	// Only Run's goroutine uses these: what this instance applied, to
+	// tell whether the store's history is still the one it followed.
+	lastEvent store.KeyEvent   // the last event applied; zero when unknown
+	deletions []store.KeyEvent // the latest deletions applied, oldest first
 }
+
+// remembered is how many applied deletions a follower keeps, to name
+// those a failover loses.
+const remembered = 1000
 
 // New returns a Follower; Run starts it.
 func New(cfg Config) (*Follower, error) {
@@ -172,8 +183,10 @@ func (f *Follower) Run(ctx context.Context) {
 
 // catchUp applies every event this instance has not applied, reading them
 // from the store. Where they cannot all be read (pruned, or this is the
-// first connection and the cache holds entries from before it), it empties
-// the cache instead.
+// first connection and the cache holds entries from before it), or the
+// store's history is no longer the one this instance followed (a failover
+// to a standby that lacked the latest events), it empties the cache
+// instead.
 func (f *Follower) catchUp(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -185,34 +198,116 @@ func (f *Follower) catchUp(ctx context.Context) error {
 	switch {
 	case applied < 0:
 		f.cfg.Cache.ForgetAll() // anything cached before the first connection
+		return f.adopt(ctx, applied, last)
 	case last < applied:
-		// The numbers went back: the schema was recreated or restored.
+		// The numbers went back: the schema was recreated or restored, or
+		// a failover promoted a standby that lacked the latest events.
 		f.cfg.Logger.Warn("key event numbers went back; emptying the key cache", zap.Int64("applied_seq", applied), zap.Int64("last_seq", last))
+		f.reportLost(ctx, last)
 		f.cfg.Cache.ForgetAll()
-		f.applied.Store(last)
-	case last > applied:
-		const most = 10_000
-		var evs []store.KeyEvent
-		if last-applied <= most {
-			if evs, err = f.cfg.Store.KeyEventsSince(ctx, applied, most); err != nil {
-				return fmt.Errorf("catching up: %w", err)
-			}
+		return f.adopt(ctx, applied, last)
+	}
+	const most = 10_000
+	var evs []store.KeyEvent
+	if last-applied < most {
+		// From the last applied event on, which must still be the store's.
+		if evs, err = f.cfg.Store.KeyEventsSince(ctx, max(applied-1, 0), int(last-applied)+1); err != nil {
+			return fmt.Errorf("catching up: %w", err)
 		}
-		if int64(len(evs)) >= last-applied && len(evs) > 0 && evs[0].Seq == applied+1 {
-			for _, ev := range evs[:last-applied] {
-				f.apply(ev)
-			}
-		} else {
-			f.cfg.Logger.Warn("key events since the last applied one are gone; emptying the key cache",
+	}
+	if len(evs) > 0 && evs[0].Seq == applied {
+		if f.lastEvent.Seq == applied && !sameEvent(evs[0], f.lastEvent) {
+			// A failover lost events, and the new primary has numbered
+			// others as they were: the numbers alone cannot tell.
+			f.cfg.Logger.Warn("the store's key events are no longer the ones this instance applied (a failover?); emptying the key cache",
 				zap.Int64("applied_seq", applied), zap.Int64("last_seq", last))
+			f.reportLost(ctx, last)
 			f.cfg.Cache.ForgetAll()
+			return f.adopt(ctx, applied, last)
 		}
+		evs = evs[1:]
+	}
+	if int64(len(evs)) < last-applied || len(evs) > 0 && evs[0].Seq != applied+1 {
+		f.cfg.Logger.Warn("key events since the last applied one are gone; emptying the key cache",
+			zap.Int64("applied_seq", applied), zap.Int64("last_seq", last))
+		f.cfg.Cache.ForgetAll()
+		return f.adopt(ctx, applied, last)
+	}
+	for _, ev := range evs[:last-applied] {
+		f.apply(ev)
 	}
 	if last > applied {
 		f.applied.Store(last)
 		f.appliedAt.Store(time.Now().UnixNano())
 	}
 	return nil
+}
+
+// adopt takes the store's last event as applied, the cache having been
+// emptied, and reads it, to check the store's history against it later.
+func (f *Follower) adopt(ctx context.Context, applied, last int64) error {
+	f.lastEvent = store.KeyEvent{}
+	if last > 0 {
+		evs, err := f.cfg.Store.KeyEventsSince(ctx, last-1, 1)
+		if err != nil {
+			return fmt.Errorf("catching up: %w", err)
+		}
+		if len(evs) == 1 && evs[0].Seq == last {
+			f.lastEvent = evs[0]
+		}
+	}
+	f.applied.Store(last)
+	if last > applied {
+		f.appliedAt.Store(time.Now().UnixNano())
+	}
+	return nil
+}
+
+// reportLost names the deletions this instance applied that the store no
+// longer has, its history now ending at last: a failover to a standby
+// that had not received them undid them, and those keys work again.
+func (f *Follower) reportLost(ctx context.Context, last int64) {
+	dels := f.deletions
+	f.deletions = nil
+	if len(dels) == 0 {
+		return
+	}
+	// The store's events from the oldest remembered deletion on: lo to hi
+	// is what the read covered, events before lo having been pruned.
+	have := map[int64]store.KeyEvent{}
+	lo, hi := last+1, last
+	if from := dels[0].Seq; from <= last {
+		const most = 10_000
+		evs, err := f.cfg.Store.KeyEventsSince(ctx, from-1, int(min(last-from+1, most)))
+		if err != nil {
+			f.cfg.Logger.Error("key deletions may have been lost; the store's key events could not be read to tell which", zap.Error(err))
+			return
+		}
+		for _, ev := range evs {
+			have[ev.Seq] = ev
+		}
+		if len(evs) > 0 {
+			lo = evs[0].Seq
+			if len(evs) == most {
+				hi = evs[len(evs)-1].Seq
+			}
+		}
+	}
+	var lost []string
+	for _, d := range dels {
+		ev, ok := have[d.Seq]
+		if d.Seq > last || d.Seq >= lo && d.Seq <= hi && (!ok || !sameEvent(ev, d)) {
+			lost = append(lost, d.KeyID)
+		}
+	}
+	if len(lost) > 0 {
+		f.cfg.Logger.Error("key deletions applied here are gone from the store (a failover to a standby that had not received them?): these keys work again until deleted anew",
+			zap.Strings("key_ids", lost))
+	}
+}
+
+func sameEvent(a, b store.KeyEvent) bool {
+	return a.Seq == b.Seq && a.Op == b.Op && a.Digest == b.Digest && a.KeyID == b.KeyID && a.At.Equal(b.At)
 }
 
 // event applies one notified key event; a gap is repaired from the store.
@@ -242,7 +337,12 @@ func (f *Follower) apply(ev store.KeyEvent) {
 	f.cfg.Cache.Forget(ev.Digest)
 	if ev.Op == store.OpDelete && ev.KeyID != "" {
 		f.cfg.Cache.ForgetKey(ev.KeyID)
+		if len(f.deletions) == remembered {
+			f.deletions = append(f.deletions[:0], f.deletions[1:]...)
+		}
+		f.deletions = append(f.deletions, ev)
 	}
+	f.lastEvent = ev
 }
 
 // signal asks for a heartbeat now: the receipt of an applied event.
@@ -300,17 +400,25 @@ func (f *Follower) heartbeat(ctx context.Context) {
 	}
 }
 
-// Receipt says on how many live instances a key event has taken effect.
+// Receipt says on how many live instances a key event has taken effect,
+// and, for a deletion, on how many of the database's standbys it would
+// survive a failover.
 type Receipt struct {
 	Applied int           // live instances that applied the event
 	Live    int           // instances heard from within the liveness window
 	Lag     time.Duration // from the event's commit to the last live instance applying it (when all did)
+	// Standbys is how many standbys the database knows of; Replicated
+	// how many of them have flushed the change (store.FleetStore.Standbys).
+	// A failover to a standby that has not could undo it.
+	Standbys, Replicated int
 }
 
-// ReceiptOf reads the receipt of key event seq. An instance is live when
-// heard from within liveness. The lag is measured from the time the event
-// was recorded in its transaction, just before it committed.
-func ReceiptOf(ctx context.Context, st store.FleetStore, seq int64, liveness time.Duration) (Receipt, error) {
+// ReceiptOf reads the receipt of key event seq, committed at
+// write-ahead log position lsn (store.Key.LSN; 0: unknown, not counted as
+// replicated anywhere). An instance is live when heard from within
+// liveness. The lag is measured from the time the event was recorded in
+// its transaction, just before it committed.
+func ReceiptOf(ctx context.Context, st store.FleetStore, seq, lsn int64, liveness time.Duration) (Receipt, error) {
 	evs, err := st.KeyEventsSince(ctx, seq-1, 1)
 	if err != nil {
 		return Receipt{}, err
@@ -320,6 +428,9 @@ func ReceiptOf(ctx context.Context, st store.FleetStore, seq int64, liveness tim
 		return Receipt{}, err
 	}
 	var r Receipt
+	if r.Standbys, r.Replicated, err = st.Standbys(ctx, lsn); err != nil {
+		return Receipt{}, err
+	}
 	var last time.Time
 	for _, in := range ins {
 		r.Live++

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strconv"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/keygate/keygate/caddymodule/internal/pgtest"
 	"github.com/keygate/keygate/caddymodule/keys"
@@ -144,7 +147,7 @@ func TestFollowerAppliesEvents(t *testing.T) {
 
 	// The receipt: this instance applied it.
 	w.waitFor("the receipt", func() bool {
-		r, err := ReceiptOf(t.Context(), w.st, d.Seq, time.Minute)
+		r, err := ReceiptOf(t.Context(), w.st, d.Seq, d.LSN, time.Minute)
 		return err == nil && r.Applied == 1 && r.Live == 1
 	})
 }
@@ -273,4 +276,61 @@ func TestFollowerReportsWhyItCannotConnect(t *testing.T) {
 	if f.Up() || w.st.Diagnose(f.LastError()).Kind != store.KindDatabaseMissing {
 		t.Fatalf("Up %v, LastError %v; want down, for the missing database", f.Up(), f.LastError())
 	}
+}
+
+// TestFollowerHistoryDiverged: a failover promoted a standby that lacked
+// the last deletion, and the new primary numbered another event as it
+// was. The numbers match; the follower must still see that the history
+// is not the one it applied, empty the cache, and name the lost deletion.
+func TestFollowerHistoryDiverged(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.deleteKey(w.createKey("deleted long ago"))
+	pruned := time.Now()
+	w.createKey("kept")
+	lost := w.deleteKey(w.createKey("deleted, then lost"))
+	w.waitFor("the deletion", func() bool { return w.f.Applied() == lost.Seq })
+	w.stop()
+	<-w.done
+	_, before, _ := w.cache.state()
+	// Pruned: the old deletion is not lost, only forgotten by the store.
+	if n, err := w.st.PruneKeyEvents(t.Context(), pruned); err != nil || n != 2 {
+		t.Fatalf("pruning the old events: %d, %v", n, err)
+	}
+
+	// What the standby had: everything but the deletion's event.
+	conn, err := pgx.Connect(t.Context(), w.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(t.Context(), `delete from key_events where seq = $1`, lost.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), `update key_event_seq set value = $1`, lost.Seq-1); err != nil {
+		t.Fatal(err)
+	}
+	other := w.createKey("created on the new primary")
+	if other.Seq != lost.Seq {
+		t.Fatalf("the new event is number %d, want %d, the lost one's", other.Seq, lost.Seq)
+	}
+
+	core, logs := observer.New(zap.WarnLevel)
+	w.f.cfg.Logger = zap.New(core)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.f.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	w.waitFor("the catch-up", func() bool { return w.f.Up() })
+	if _, after, _ := w.cache.state(); after != before+1 || w.f.Applied() != other.Seq {
+		t.Fatalf("after the history diverged: %d flushes (was %d), applied %d; want one more flush and %d", after, before, w.f.Applied(), other.Seq)
+	}
+	named := logs.FilterMessageSnippet("gone from the store").All()
+	if len(named) != 1 || fmt.Sprint(named[0].ContextMap()["key_ids"]) != "["+lost.ID+"]" {
+		t.Fatalf("log lines about lost deletions: %+v; want one naming %s", named, lost.ID)
+	}
+
+	// Followed from there on: the next event applies as usual.
+	next := w.createKey("after")
+	w.waitFor("the next event", func() bool { return w.f.Applied() == next.Seq && w.forgot(next.Digest) })
 }

@@ -101,6 +101,12 @@ type Key struct {
 	// Seq is the key event that CreateKey or DeleteKey committed, in stores
 	// that announce key changes to a fleet (FleetStore); 0 elsewhere.
 	Seq int64
+	// LSN is the database's write-ahead log position read just after
+	// DeleteKey's commit (Postgres; 0 elsewhere, and when it could not be
+	// read): a
+	// standby that has flushed this far keeps the change through a
+	// failover (FleetStore.Standbys).
+	LSN int64
 }
 
 // Identity is what the request path needs to know about a key: the subset of
@@ -362,4 +368,8 @@ type FleetStore interface {
 	RemoveInstance(ctx context.Context, id string) error
 	// ListInstances returns the instances that sent a heartbeat since the time.
 	ListInstances(ctx context.Context, since time.Time) ([]Instance, error)
+	// Standbys counts the standbys the database knows of (a failover may
+	// promote one of them) and how many have flushed its write-ahead log
+	// up to lsn (Key.LSN); none is counted as having flushed lsn 0.
+	Standbys(ctx context.Context, lsn int64) (known, flushed int, err error)
 }

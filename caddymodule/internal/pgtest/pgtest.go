@@ -1,4 +1,6 @@
-// Package pgtest gives each test its own empty Postgres schema.
+// Package pgtest gives each test its own empty Postgres schema, and tests
+// that must stop, kill or promote a server their own throwaway clusters
+// (Cluster) and free ports (FreePort).
 //
 // Tests that need Postgres fail, never skip, when it cannot be reached: a
 // skipped store test reads as a passing one. Point them at a database with

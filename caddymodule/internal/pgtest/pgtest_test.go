@@ -104,3 +104,18 @@ func TestUnreachableFails(t *testing.T) {
 		t.Errorf("Fatalf message %q: want one naming %s and hiding the password", tb.msg, EnvVar)
 	}
 }
+
+// Without the Postgres server's programs, cluster tests fail (never
+// skip), saying which package is needed.
+func TestMissingProgramFails(t *testing.T) {
+	tb := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bin(tb, "kg-no-such-program")
+	}()
+	<-done
+	if !strings.Contains(tb.msg, "kg-no-such-program not found") || !strings.Contains(tb.msg, "server package") {
+		t.Fatalf("Fatalf message %q: want one naming the program and the package", tb.msg)
+	}
+}

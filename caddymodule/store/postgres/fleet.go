@@ -229,3 +229,42 @@ func (s *Store) ListInstances(ctx context.Context, since time.Time) ([]store.Ins
 	}
 	return ins, nil
 }
+
+// lsn reads the write-ahead log position after a commit: the insert
+// position, at or past the commit record whatever synchronous_commit says.
+// 0 when it cannot be read, which no standby is counted as having.
+func (s *Store) lsn(ctx context.Context) int64 {
+	var lsn int64
+	if err := s.pool.QueryRow(ctx, `select (pg_current_wal_insert_lsn() - '0/0')::bigint`).Scan(&lsn); err != nil {
+		return 0
+	}
+	return lsn
+}
+
+// standbysSQL counts the standbys a failover could promote: every
+// physical replication slot that is not a backup's temporary one, and
+// every walsender streaming without a slot (a base backup's are not
+// standbys; a logical subscriber always has a logical slot). A slot's
+// restart_lsn follows what its standby flushed, so a disconnected standby
+// still counts, with what it had. pg_stat_replication shows its positions
+// only to roles with pg_read_all_stats (pg_monitor); to others a standby
+// without a slot is never counted as having flushed anything.
+const standbysSQL = `
+	with standbys as (
+		select greatest(s.restart_lsn, r.flush_lsn) as flushed
+		from pg_replication_slots s left join pg_stat_replication r on r.pid = s.active_pid
+		where s.slot_type = 'physical' and not s.temporary
+		union all
+		select r.flush_lsn from pg_stat_replication r
+		where r.state <> 'backup'
+		and not exists (select 1 from pg_replication_slots s where s.active_pid = r.pid)
+	)
+	select count(*), count(*) filter (where flushed - '0/0' >= $1 and $1 > 0) from standbys`
+
+// Standbys counts the database's standbys and those that have flushed lsn.
+func (s *Store) Standbys(ctx context.Context, lsn int64) (known, flushed int, err error) {
+	if err := s.pool.QueryRow(ctx, standbysSQL, lsn).Scan(&known, &flushed); err != nil {
+		return 0, 0, wrap("counting standbys", "standby", err)
+	}
+	return known, flushed, nil
+}

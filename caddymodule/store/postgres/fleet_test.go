@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/keygate/keygate/caddymodule/internal/pgtest"
 	"github.com/keygate/keygate/caddymodule/keys"
@@ -199,3 +202,87 @@ func TestKeyEventsStayInTheirSchema(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestStandbys: on a throwaway primary, a deletion's LSN is counted as
+// replicated once its standby has flushed it, and not while the standby
+// is cut off, which the primary still knows of through its slot.
+func TestStandbys(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	primary := pgtest.StartCluster(t)
+	s := openMigrated(t, primary.DSN)
+	kr, _ := keys.NewKeyring([]byte("fleet test secret 0123456789abcdef"))
+	acct, err := s.CreateAccount(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	del := func(name string) store.Key {
+		t.Helper()
+		k, err := s.CreateKey(ctx, testKey(t, kr, acct.ID, name), store.AuditEvent{Actor: "user-1"})
+		if err == nil {
+			k, err = s.DeleteKey(ctx, acct.ID, k.ID, store.AuditEvent{Actor: "user-1", Action: store.ActionDelete})
+		}
+		if err != nil || k.LSN <= 0 {
+			t.Fatalf("deleting %s: LSN %d, %v", name, k.LSN, err)
+		}
+		return k
+	}
+	standbys := func(lsn int64) string {
+		known, flushed, err := s.Standbys(ctx, lsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strconv.Itoa(flushed) + " of " + strconv.Itoa(known)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+
+	first := del("alone")
+	if got := standbys(first.LSN); got != "0 of 0" {
+		t.Fatalf("without a standby: %s", got)
+	}
+	standby := primary.StartStandby(t, "kg_standby")
+	waitFor("the standby to flush the deletion", func() bool { return standbys(first.LSN) == "1 of 1" })
+	if got := standbys(0); got != "0 of 1" {
+		t.Fatalf("an unknown LSN (0) counted as replicated: %s", got)
+	}
+
+	// Cut off: the walreceiver stops; the slot stays, inactive.
+	sconn, err := pgx.Connect(ctx, standby.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sconn.Close(context.Background())
+	var conninfo string
+	if err := sconn.QueryRow(ctx, `show primary_conninfo`).Scan(&conninfo); err != nil {
+		t.Fatal(err)
+	}
+	setConninfo := func(v string) {
+		t.Helper()
+		if _, err := sconn.Exec(ctx, `alter system set primary_conninfo = `+quote(v)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sconn.Exec(ctx, `select pg_reload_conf()`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setConninfo("")
+	waitFor("the walsender to go", func() bool {
+		var n int
+		return s.pool.QueryRow(ctx, `select count(*) from pg_stat_replication`).Scan(&n) == nil && n == 0
+	})
+	second := del("while cut off")
+	if got := standbys(second.LSN); got != "0 of 1" {
+		t.Fatalf("with the standby cut off: %s", got)
+	}
+	setConninfo(conninfo)
+	waitFor("the standby to flush the second deletion", func() bool { return standbys(second.LSN) == "1 of 1" })
+}
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

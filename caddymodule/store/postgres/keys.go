@@ -212,6 +212,7 @@ func (s *Store) DeleteKey(ctx context.Context, accountID, keyID string, ev store
 	if err != nil {
 		return store.Key{}, wrap(doing, "key", err)
 	}
+	k.LSN = s.lsn(ctx)
 	return k, nil
 }
 
