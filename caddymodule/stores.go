@@ -76,7 +76,8 @@ type PostgresStore struct {
 	// Listen is the connection string for the key event listener, which
 	// needs a session connection: give a direct one here when DSN goes
 	// through a transaction pooler (such as PgBouncer in transaction mode),
-	// which breaks LISTEN. Default: DSN.
+	// which breaks LISTEN. `keygate secret rotate` holds its lock on such
+	// a connection too. Default: DSN.
 	Listen string `json:"listen,omitempty"`
 
 	dsn    string
@@ -125,7 +126,13 @@ func (s *PostgresStore) Validate() error {
 // succeeds with the database down.
 func (s *PostgresStore) Open() (store.Store, error) {
 	st, err := sharedStore(s.id, func() (store.Store, error) {
-		return postgres.Open(context.Background(), s.dsn) // not a config's context: the pool outlives configs
+		// A listen DSN of its own is a session connection: the rotation
+		// lock, held across transactions, needs one too.
+		var opts []postgres.Option
+		if s.listen != s.dsn {
+			opts = append(opts, postgres.WithSessionDSN(s.listen))
+		}
+		return postgres.Open(context.Background(), s.dsn, opts...) // not a config's context: the pool outlives configs
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening postgres store: %w", err)

@@ -39,6 +39,7 @@ const (
 	KindDiskFull         = "disk_full"
 	KindUnopenable       = "cannot_open"
 	KindIOError          = "io_error"
+	KindPooler           = "pooler" // a transaction pooler between keygate and Postgres needs a setting
 
 	// Transient: the store may answer again by itself.
 	KindUnreachable        = "unreachable"

@@ -15,6 +15,11 @@ var errNoSchema = errors.New("no schema on the search_path exists")
 // withheld stands for the text of an error that may quote the DSN.
 const withheld = "details withheld: they may contain the DSN's password"
 
+// fixPooler is the fix for prepared statements that a transaction pooler
+// lost or mixed up.
+const fixPooler = "the DSN goes through a transaction pooler (PgBouncer in transaction mode) that does not keep prepared statements: " +
+	"add default_query_exec_mode=cache_describe to the DSN, or, with PgBouncer 1.21 or later, set max_prepared_statements (e.g. 200) in pgbouncer.ini"
+
 const fixSearchPath = "; check that the DSN's search_path names the schema keygate was migrated into"
 
 // sqlStates explains the SQLSTATEs that mean the store is set up wrong, or
@@ -38,6 +43,11 @@ var sqlStates = map[string]store.Diagnosis{
 	"53100": {Kind: store.KindDiskFull, Permanent: true, Fix: "free disk space on the database server"},
 	"XX001": {Kind: store.KindCorrupt, Permanent: true, Fix: "restore the database from a backup"},
 	"XX002": {Kind: store.KindCorrupt, Permanent: true, Fix: "rebuild the damaged index (REINDEX) or restore the database from a backup"},
+	// A prepared statement missing, or already made by another client, on
+	// the server connection a transaction pooler handed out: pgx's
+	// statement cache assumes one session per connection.
+	"26000": {Kind: store.KindPooler, Permanent: true, Fix: fixPooler},
+	"42P05": {Kind: store.KindPooler, Permanent: true, Fix: fixPooler},
 	"53300": {Kind: store.KindTooManyConnections,
 		Fix: "raise the server's max_connections, or lower pool_max_conns in the DSN of every instance"},
 	"57P01": {Kind: store.KindServerUnavailable},
@@ -70,6 +80,11 @@ func (s *Store) Diagnose(err error) store.Diagnosis {
 				d = store.Diagnosis{Kind: store.KindConnectionLost}
 			case strings.HasPrefix(pgErr.Code, "28"):
 				d = sqlStates["28000"]
+			}
+			// PgBouncer passes on no startup parameter it does not know.
+			if pgErr.Code == "08P01" && strings.Contains(pgErr.Message, "unsupported startup parameter") {
+				d = store.Diagnosis{Kind: store.KindPooler, Permanent: true,
+					Fix: "a pooler (PgBouncer) refuses a setting of the DSN, such as search_path: remove it from the DSN and set it for the role instead (ALTER ROLE … SET search_path TO …), or list it in PgBouncer's ignore_startup_parameters if the server's default is right"}
 			}
 		}
 		if d.Kind != "" {

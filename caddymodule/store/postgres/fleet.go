@@ -126,7 +126,7 @@ func (s *Store) ListenKeyEvents(ctx context.Context, dsn string, keepalive time.
 	if channel == nil {
 		return fmt.Errorf("naming the key event channel: %w", errNoSchema)
 	}
-	conn, err := pgx.Connect(cctx, dsn)
+	conn, err := connect(cctx, dsn)
 	if err != nil {
 		return fmt.Errorf("connecting the key event listener: %w", err)
 	}

@@ -42,14 +42,15 @@ func TestKeyEvents(t *testing.T) {
 		t.Fatalf("LastKeyEvent before any = %d, %v", seq, err)
 	}
 
-	// A listener on its own connection, as an instance has.
+	// A listener on its own connection, as an instance has, given the
+	// pool's DSN, pool options included, as it is by default.
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
 	connected := make(chan struct{})
 	events := make(chan store.KeyEvent, 10)
 	done := make(chan error, 1)
 	go func() {
-		done <- s.ListenKeyEvents(lctx, dsn, 100*time.Millisecond, func() error { close(connected); return nil }, func() {}, func(ev store.KeyEvent) error { events <- ev; return nil })
+		done <- s.ListenKeyEvents(lctx, dsn+"&pool_max_conns=3", 100*time.Millisecond, func() error { close(connected); return nil }, func() {}, func(ev store.KeyEvent) error { events <- ev; return nil })
 	}()
 	select {
 	case <-connected:

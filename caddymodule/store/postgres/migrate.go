@@ -5,7 +5,6 @@ import (
 	"embed"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -23,78 +22,68 @@ var loadMigrations = sync.OnceValues(func() ([]store.Migration, error) {
 })
 
 // The lock is per schema, so that deployments sharing a database in
-// different schemas do not wait for each other.
-const (
-	migrateLockSQL   = `select pg_advisory_lock(hashtext('keygate.migrate.' || current_schema()))`
-	migrateUnlockSQL = `select pg_advisory_unlock(hashtext('keygate.migrate.' || current_schema()))`
-)
+// different schemas do not wait for each other. It is a transaction lock:
+// a session lock taken through a transaction pooler (PgBouncer in
+// transaction mode) would stay with whichever server connection ran it,
+// and another instance landing on that connection would take it again.
+const migrateLockSQL = `select pg_advisory_xact_lock(hashtext('keygate.migrate.' || current_schema()))`
 
 // Migrate applies the migrations not yet recorded in
-// keygate_schema_migrations, each in its own transaction. It holds a
-// session-level advisory lock throughout, so instances starting together
-// take turns and all but the first find nothing to do.
+// keygate_schema_migrations, each in its own transaction, which first
+// takes the schema's migration lock and then checks that no one applied
+// the migration meanwhile: instances starting together take turns and all
+// but the first find nothing to do, with or without a transaction pooler
+// between them and Postgres.
 func (s *Store) Migrate(ctx context.Context) error {
 	migrations, err := loadMigrations()
 	if err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
-
-	// A session lock belongs to one connection: hold on to it.
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("migrating: connecting: %w", err)
-	}
-	defer conn.Release()
-
 	// With no existing schema on the search_path, current_schema() is null,
 	// the lock would be taken on nothing and the tables would have nowhere
 	// to go.
 	var schema *string
-	if err := conn.QueryRow(ctx, `select current_schema()`).Scan(&schema); err != nil {
+	if err := s.pool.QueryRow(ctx, `select current_schema()`).Scan(&schema); err != nil {
 		return fmt.Errorf("migrating: reading current schema: %w", err)
 	}
 	if schema == nil {
 		return fmt.Errorf("migrating: %w", errNoSchema)
 	}
 
-	if _, err := conn.Exec(ctx, migrateLockSQL); err != nil {
-		return fmt.Errorf("migrating: taking advisory lock: %w", err)
-	}
-	defer func() {
-		// Unlock even when ctx is done. Should that fail, closing the
-		// connection ends the session and with it the lock; the pool
-		// discards a closed connection on release.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, err := conn.Exec(uctx, migrateUnlockSQL); err != nil {
-			conn.Conn().Close(uctx)
+	var applied map[int]bool
+	err = s.locked(ctx, func(tx pgx.Tx) error {
+		const createSQL = `
+			create table if not exists keygate_schema_migrations (
+				version    integer primary key,
+				applied_at timestamptz not null
+			)`
+		if _, err := tx.Exec(ctx, createSQL); err != nil {
+			return fmt.Errorf("creating keygate_schema_migrations: %w", err)
 		}
-	}()
-
-	const createSQL = `
-		create table if not exists keygate_schema_migrations (
-			version    integer primary key,
-			applied_at timestamptz not null
-		)`
-	if _, err := conn.Exec(ctx, createSQL); err != nil {
-		return fmt.Errorf("migrating: creating keygate_schema_migrations: %w", err)
-	}
-
-	rows, _ := conn.Query(ctx, `select version from keygate_schema_migrations`)
-	versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		rows, _ := tx.Query(ctx, `select version from keygate_schema_migrations`)
+		versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil {
+			return fmt.Errorf("reading applied versions: %w", err)
+		}
+		applied = make(map[int]bool, len(versions))
+		for _, v := range versions {
+			applied[int(v)] = true
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("migrating: reading applied versions: %w", err)
-	}
-	applied := make(map[int]bool, len(versions))
-	for _, v := range versions {
-		applied[int(v)] = true
+		return fmt.Errorf("migrating: %w", err)
 	}
 
 	for _, m := range migrations {
 		if applied[m.Version] {
 			continue
 		}
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		err := s.locked(ctx, func(tx pgx.Tx) error {
+			var done bool
+			if err := tx.QueryRow(ctx, `select exists (select 1 from keygate_schema_migrations where version = $1)`, m.Version).Scan(&done); err != nil || done {
+				return err // another instance applied it while this one waited
+			}
 			// No arguments: pgx sends the file with the simple protocol,
 			// which runs every statement in it.
 			if _, err := tx.Exec(ctx, m.SQL); err != nil {
@@ -109,4 +98,14 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// locked runs fn in a transaction that holds the schema's migration lock.
+func (s *Store) locked(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, migrateLockSQL); err != nil {
+			return fmt.Errorf("taking the migration lock: %w", err)
+		}
+		return fn(tx)
+	})
 }

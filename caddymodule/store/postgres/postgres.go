@@ -16,7 +16,19 @@ import (
 // Store is a store.Store on a pgx pool. It is safe for concurrent use.
 type Store struct {
 	pool     *pgxpool.Pool
-	ownsPool bool // Open made the pool; New's caller keeps it
+	ownsPool bool   // Open made the pool; New's caller keeps it
+	session  string // DSN of a session connection, for a lock held across transactions; "": the pool's
+}
+
+// Option sets up a Store beyond its DSN.
+type Option func(*Store)
+
+// WithSessionDSN names a connection that is a session of its own (a direct
+// one, not through a transaction pooler) for what must hold a session
+// across transactions: the rotation lock (LockRotation). Without it, the
+// pool's DSN must reach Postgres directly or through a session pooler.
+func WithSessionDSN(dsn string) Option {
+	return func(s *Store) { s.session = dsn }
 }
 
 var _ store.Store = (*Store)(nil)
@@ -26,7 +38,7 @@ var _ store.Store = (*Store)(nil)
 // the first query (or Ping) dials. Close closes the pool.
 //
 // Errors never contain dsn, which may hold a password.
-func Open(ctx context.Context, dsn string) (*Store, error) {
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx redacts passwords from parse errors only on a best-effort
@@ -39,7 +51,21 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	s := New(pool)
 	s.ownsPool = true
+	for _, o := range opts {
+		o(s)
+	}
 	return s, nil
+}
+
+// connect opens a connection of its own, outside the pool, to dsn, which
+// may hold the pool's options (pool_max_conns…): parsed as pgx.Connect
+// would, they would be sent to the server as settings it does not know.
+func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err // a *pgconn.ParseConfigError, whose text Diagnose withholds, as pgx.Connect's
+	}
+	return pgx.ConnectConfig(ctx, cfg.ConnConfig)
 }
 
 // New returns a Store on a pool the caller owns: Close leaves it open.

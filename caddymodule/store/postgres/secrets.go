@@ -176,29 +176,64 @@ func (s *Store) RekeyKeys(ctx context.Context, rekeys []store.Rekey) (int, error
 
 // LockRotation holds a session advisory lock, per schema, on a
 // connection of its own until released; a process that dies releases it
-// with its session.
+// with its session. The connection is the session DSN's (WithSessionDSN)
+// when there is one: through a transaction pooler the lock would stay
+// with whichever server connection took it, held for no one, or be taken
+// again by another process landing on that connection.
 func (s *Store) LockRotation(ctx context.Context) (func(), error) {
-	conn, err := s.pool.Acquire(ctx)
+	// The pool's schema names the lock, whatever the session DSN's
+	// search_path.
+	var schema *string
+	if err := s.pool.QueryRow(ctx, `select current_schema()`).Scan(&schema); err != nil {
+		return nil, fmt.Errorf("locking the rotation: reading current schema: %w", err)
+	}
+	if schema == nil {
+		return nil, fmt.Errorf("locking the rotation: %w", errNoSchema)
+	}
+	conn, err := s.sessionConn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("locking the rotation: connecting: %w", err)
 	}
-	const lockSQL = `select pg_try_advisory_lock(hashtext('keygate.rotate.' || current_schema()))`
+	const lockSQL = `select pg_try_advisory_lock(hashtext('keygate.rotate.' || $1))`
 	var locked bool
-	if err := conn.QueryRow(ctx, lockSQL).Scan(&locked); err != nil {
-		conn.Release()
+	if err := conn.QueryRow(ctx, lockSQL, *schema).Scan(&locked); err != nil {
+		conn.release()
 		return nil, fmt.Errorf("locking the rotation: %w", err)
 	}
 	if !locked {
-		conn.Release()
+		conn.release()
 		return nil, fmt.Errorf("locking the rotation: %w", store.ErrBusy)
 	}
 	return func() {
 		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		const unlockSQL = `select pg_advisory_unlock(hashtext('keygate.rotate.' || current_schema()))`
-		if _, err := conn.Exec(uctx, unlockSQL); err != nil {
-			conn.Conn().Close(uctx) // ends the session, and the lock with it
+		const unlockSQL = `select pg_advisory_unlock(hashtext('keygate.rotate.' || $1))`
+		if _, err := conn.Exec(uctx, unlockSQL, *schema); err != nil {
+			conn.Close(uctx) // ends the session, and the lock with it
 		}
-		conn.Release()
+		conn.release()
 	}, nil
+}
+
+// lockConn is a connection that is one session until released.
+type lockConn struct {
+	*pgx.Conn
+	release func()
+}
+
+// sessionConn dials the session DSN, or takes a connection of the pool
+// when there is none.
+func (s *Store) sessionConn(ctx context.Context) (lockConn, error) {
+	if s.session == "" {
+		c, err := s.pool.Acquire(ctx)
+		if err != nil {
+			return lockConn{}, err
+		}
+		return lockConn{Conn: c.Conn(), release: c.Release}, nil
+	}
+	c, err := connect(ctx, s.session)
+	if err != nil {
+		return lockConn{}, err
+	}
+	return lockConn{Conn: c, release: func() { c.Close(context.Background()) }}, nil
 }
