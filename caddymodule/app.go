@@ -24,12 +24,14 @@ func init() {
 
 // Defaults of the app's options.
 const (
-	DefaultCacheSize    = 100_000
-	DefaultCacheTTL     = time.Minute
-	DefaultNegativeTTL  = time.Minute
-	DefaultStoreTimeout = 2 * time.Second
-	DefaultRetention    = 30 * 24 * time.Hour
-	DefaultStaleBound   = 5 * time.Second
+	DefaultCacheSize = 100_000
+	DefaultCacheTTL  = time.Minute
+	// DefaultCacheTTLFollowing is CacheTTLFollowing's default.
+	DefaultCacheTTLFollowing = time.Hour
+	DefaultNegativeTTL       = time.Minute
+	DefaultStoreTimeout      = 2 * time.Second
+	DefaultRetention         = 30 * 24 * time.Hour
+	DefaultStaleBound        = 5 * time.Second
 	// DefaultUnknownKeyLookups and DefaultClientRefusals bound what keys
 	// that fail may cost (see App).
 	DefaultUnknownKeyLookups = 200
@@ -77,8 +79,20 @@ type App struct {
 	CacheSize int `json:"cache_size,omitempty"`
 	// CacheTTL is how long a valid key is trusted without asking the store.
 	// A key deleted on this instance is evicted at once; on other instances
-	// of a fleet it is refused at the latest after this long. Default: 1m.
+	// of a fleet it is refused at the latest after this long, and as soon
+	// as their listener applies the deletion while they follow the key
+	// events. Default: 1m.
 	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
+	// CacheTTLFollowing is how long a valid key is trusted without asking
+	// the store while this instance follows the fleet's key events
+	// (Postgres store: listener up and caught up). A deletion then evicts
+	// the key at once wherever it is cached, so this bounds only what a
+	// key deleted without keygate (by hand in SQL) may keep working. The
+	// moment the instance stops following, CacheTTL and StaleBound apply
+	// again to every cached key, however long ago it was checked. No
+	// shorter than CacheTTL; set it to CacheTTL's value to turn it off.
+	// Default: 1h.
+	CacheTTLFollowing caddy.Duration `json:"cache_ttl_following,omitempty"`
 	// NegativeTTL is how long an unknown key is remembered as unknown, so
 	// that a flood of bad keys does not become a flood of queries. A key
 	// created on this instance is forgotten as unknown at once. Default: 1m.
@@ -196,6 +210,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.CacheTTL == 0 {
 		a.CacheTTL = caddy.Duration(DefaultCacheTTL)
 	}
+	if a.CacheTTLFollowing == 0 {
+		a.CacheTTLFollowing = max(caddy.Duration(DefaultCacheTTLFollowing), a.CacheTTL)
+	}
 	if a.NegativeTTL == 0 {
 		a.NegativeTTL = caddy.Duration(DefaultNegativeTTL)
 	}
@@ -240,6 +257,8 @@ func (a *App) Validate() error {
 		return errors.New("keygate: cache_size must be positive")
 	case a.CacheTTL < 0, a.NegativeTTL < 0, a.StoreTimeout < 0, a.ObjectRetention < 0, a.StaleBound < 0, a.ActivityRetention < 0, a.UsageInterval < 0:
 		return errors.New("keygate: cache_ttl, negative_ttl, store_timeout, object_retention, stale_bound, activity_retention and usage_interval must be positive")
+	case a.CacheTTLFollowing < a.CacheTTL:
+		return fmt.Errorf("keygate: cache_ttl_following (%v) must be at least cache_ttl (%v): it lengthens trust while the key events are followed, never shortens it", time.Duration(a.CacheTTLFollowing), time.Duration(a.CacheTTL))
 	case a.UnknownKeyLookups < -1, a.ClientRefusals < -1:
 		return errors.New("keygate: unknown_key_lookups and client_refusals must be positive, or off")
 	case a.Migrate != "auto" && a.Migrate != "off":

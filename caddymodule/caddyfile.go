@@ -32,6 +32,7 @@ func init() {
 //		previous_secrets <secret>...
 //		cache_size    <entries>
 //		cache_ttl     <duration>
+//		cache_ttl_following <duration>
 //		negative_ttl  <duration>
 //		store_timeout <duration>
 //		stale_bound   <duration>
@@ -97,6 +98,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &a.CacheTTL); err != nil {
 				return err
 			}
+		case "cache_ttl_following":
+			if err := parseDuration(d, &a.CacheTTLFollowing); err != nil {
+				return err
+			}
 		case "negative_ttl":
 			if err := parseDuration(d, &a.NegativeTTL); err != nil {
 				return err
@@ -134,7 +139,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("migrate takes auto or off")
 			}
 		default:
-			return caddyconf.UnknownOption(d, "keygate global option", "store", "secret", "previous_secrets", "cache_size", "cache_ttl", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "activity_retention", "usage_interval", "unknown_key_lookups", "client_refusals", "migrate")
+			return caddyconf.UnknownOption(d, "keygate global option", "store", "secret", "previous_secrets", "cache_size", "cache_ttl", "cache_ttl_following", "negative_ttl", "store_timeout", "stale_bound", "object_retention", "activity_retention", "usage_interval", "unknown_key_lookups", "client_refusals", "migrate")
 		}
 	}
 	return nil

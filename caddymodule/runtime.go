@@ -144,7 +144,11 @@ func (a *App) open(follow bool) (*runtime, error) {
 	ld, listens := a.storeMod.(interface{ ListenDSN() string })
 	follow = follow && fleetStore && listens
 	if follow {
+		// Only a follower's events make a longer TTL safe: without one,
+		// a deletion by another process (the command line on SQLite) is
+		// seen when the TTL runs out.
 		cfg.StaleBound = time.Duration(a.StaleBound)
+		cfg.TTLFollowing = time.Duration(a.CacheTTLFollowing)
 	}
 	listenDSN := ""
 	if follow {

@@ -1,5 +1,6 @@
 // Package cache is a loading LRU cache with positive and negative entries,
-// per-kind TTLs, one fill for concurrent misses of a key, and a guard that
+// per-kind TTLs (a longer one for positive entries while every
+// invalidation is known to arrive), one fill for concurrent misses of a key, and a guard that
 // keeps a fill racing an invalidation from putting stale data back.
 // Positive entries may carry a tag (an API key's id) by which they can be
 // invalidated too, whatever their cache key.
@@ -55,6 +56,13 @@ type Config struct {
 	// the cache is distrusted (Distrust): an entry is then used only if it
 	// was filled, or the distrust began, less than StaleBound ago.
 	StaleBound time.Duration
+	// TTLFollowing, when longer than TTL, is the lifetime of a positive
+	// entry while the cache is trusted: while every invalidation reaches
+	// it (between Trust and Distrust), an entry needs no TTL to be right,
+	// and one only bounds what an invalidation that never comes could
+	// cost. Once distrusted, TTL and StaleBound apply again to every
+	// entry, whenever it was filled.
+	TTLFollowing time.Duration
 }
 
 // Cache is a loading cache. It is safe for concurrent use.
@@ -75,10 +83,9 @@ type Cache[K comparable, V any] struct {
 }
 
 type entry[V any] struct {
-	v       V
-	found   bool
-	filled  int64 // unix nanoseconds
-	expires int64 // unix nanoseconds
+	v      V
+	found  bool
+	filled int64 // unix nanoseconds; its lifetime depends on the cache's trust when it is used
 }
 
 type flight[V any] struct {
@@ -184,13 +191,13 @@ func (c *Cache[K, V]) LoadWith(ctx context.Context, k K, fetch Fetch[K, V]) (v V
 		if f.found {
 			c.neg.Remove(k)
 			c.lru.Remove(k) // an entry of another tag must not keep its tag
-			c.lru.Add(k, entry[V]{v: f.v, found: true, filled: start.UnixNano(), expires: start.Add(c.cfg.TTL).UnixNano()})
+			c.lru.Add(k, entry[V]{v: f.v, found: true, filled: start.UnixNano()})
 			if c.tag != nil {
 				c.tagged[c.tag(f.v)] = k
 			}
 		} else {
 			c.lru.Remove(k) // an expired entry of a key since deleted
-			c.neg.Add(k, entry[V]{filled: start.UnixNano(), expires: start.Add(c.cfg.NegativeTTL).UnixNano()})
+			c.neg.Add(k, entry[V]{filled: start.UnixNano()})
 		}
 	}
 	c.mu.Unlock()
@@ -229,12 +236,20 @@ func (c *Cache[K, V]) get(k K, find func(*lru.Cache[K, entry[V]], K) (entry[V], 
 }
 
 // usable reports whether an entry may answer at now: live, and either the
-// cache is trusted or the entry is within the staleness bound.
+// cache is trusted or the entry is within the staleness bound. A positive
+// entry lives for TTLFollowing while the cache is trusted, TTL otherwise.
 func (c *Cache[K, V]) usable(e *entry[V], now int64) bool {
-	if e.expires <= now {
+	since := c.distrusted.Load()
+	ttl := c.cfg.NegativeTTL
+	if e.found {
+		ttl = c.cfg.TTL
+		if since == 0 {
+			ttl = max(ttl, c.cfg.TTLFollowing)
+		}
+	}
+	if e.filled+int64(ttl) <= now {
 		return false
 	}
-	since := c.distrusted.Load()
 	if since == 0 || c.cfg.StaleBound <= 0 {
 		return true
 	}

@@ -423,6 +423,49 @@ func TestStaleBound(t *testing.T) {
 	}
 }
 
+// TestTTLFollowing: while trusted, a positive entry lives for
+// TTLFollowing; distrusted, the same entry is judged by TTL and the
+// staleness bound again, however long it was trusted before; negative
+// entries keep their own TTL throughout.
+func TestTTLFollowing(t *testing.T) {
+	cfg := testConfig
+	cfg.StaleBound = 5 * time.Second
+	cfg.TTLFollowing = time.Hour
+	c, src, clk := newTest(t, cfg)
+	mustLoad(t, c, "a", 1, true, Miss) // filled at t0, trusted
+	mustLoad(t, c, "nope", 0, false, Miss)
+	clk.Advance(30 * time.Minute)
+	mustLoad(t, c, "a", 1, true, Hit) // past TTL, within TTLFollowing
+	src.set("nope", 3, true)
+	mustLoad(t, c, "nope", 3, true, Miss) // the negative entry's TTL is its own
+
+	c.Distrust(clk.Now()) // the listener went down: TTL applies again
+	src.set("a", 2, true)
+	mustLoad(t, c, "a", 2, true, Miss) // filled 30m ago: past TTL
+	clk.Advance(4 * time.Second)
+	mustLoad(t, c, "a", 2, true, Hit) // within the staleness bound
+	clk.Advance(2 * time.Second)
+	src.set("a", 4, true)
+	mustLoad(t, c, "a", 4, true, Miss) // past it
+
+	c.Trust() // following again: the entry filled while distrusted lives on
+	clk.Advance(59 * time.Minute)
+	mustLoad(t, c, "a", 4, true, Hit)
+	clk.Advance(2 * time.Minute)
+	src.set("a", 5, true)
+	mustLoad(t, c, "a", 5, true, Miss) // past TTLFollowing
+	if got := src.calls.Load(); got != 6 {
+		t.Fatalf("fetches = %d, want 6", got)
+	}
+
+	// A TTLFollowing shorter than TTL shortens nothing.
+	cfg.TTLFollowing = time.Second
+	c, _, clk = newTest(t, cfg)
+	mustLoad(t, c, "a", 1, true, Miss)
+	clk.Advance(cfg.TTL - time.Second)
+	mustLoad(t, c, "a", 1, true, Hit)
+}
+
 // TestEntryAgeCountsFromTheQuery: a slow query's answer may be stale by
 // the time it returns, so its age counts from when the query started.
 func TestEntryAgeCountsFromTheQuery(t *testing.T) {

@@ -7,7 +7,11 @@
 // taken effect.
 //
 // While it cannot follow, the cache is distrusted: cached keys are trusted
-// only within the cache's staleness bound, never longer.
+// only within the cache's staleness bound, never longer. Following means
+// listening and caught up: once a heartbeat, the follower compares the
+// store's last key event with the last it applied, and an event that has
+// gone unapplied for a heartbeat makes it distrust the cache and listen
+// afresh, which catches up.
 package fleet
 
 import (
@@ -70,6 +74,7 @@ type Follower struct {
 	applied   atomic.Int64 // last applied seq; -1 before the first catch-up
 	appliedAt atomic.Int64 // unix nanoseconds
 	alive     atomic.Int64 // unix nanoseconds the listener was last known to work
+	connected atomic.Int64 // unix nanoseconds the listener last caught up on connecting
 	lastErr   atomic.Pointer[error]
 	beat      chan struct{}
 	wg        sync.WaitGroup
@@ -78,11 +83,20 @@ type Follower struct {
 	// tell whether the store's history is still the one it followed.
 	lastEvent store.KeyEvent   // the last event applied; zero when unknown
 	deletions []store.KeyEvent // the latest deletions applied, oldest first
+
+	mu       sync.Mutex
+	hangUp   context.CancelFunc // ends the listener's current connection
+	behind   bool               // hangUp was called for events not applied
+	probe    int64              // the store's last key event, read at probedAt (heartbeats only)
+	probedAt time.Time
 }
 
 // remembered is how many applied deletions a follower keeps, to name
 // those a failover loses.
 const remembered = 1000
+
+// errBehind: the listener stays connected but events go unapplied.
+var errBehind = errors.New("key events committed a heartbeat ago or earlier were not received: listening afresh to catch up")
 
 // New returns a Follower; Run starts it.
 func New(cfg Config) (*Follower, error) {
@@ -100,6 +114,8 @@ func New(cfg Config) (*Follower, error) {
 	}
 	f := &Follower{cfg: cfg, started: time.Now(), beat: make(chan struct{}, 1)}
 	f.applied.Store(-1)
+	// Until the first catch-up nothing is known of changes made elsewhere.
+	cfg.Cache.Distrust(f.started)
 	return f, nil
 }
 
@@ -121,7 +137,6 @@ func (f *Follower) Applied() int64 { return f.applied.Load() }
 // Run follows key events until ctx ends, reconnecting after any failure,
 // then removes the instance from the fleet's list.
 func (f *Follower) Run(ctx context.Context) {
-	// Until the first catch-up nothing is known of changes made elsewhere.
 	f.cfg.Cache.Distrust(time.Now())
 	f.wg.Add(1)
 	go f.heartbeats(ctx)
@@ -129,12 +144,17 @@ func (f *Follower) Run(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		connectedAt := time.Time{}
-		err := f.cfg.Store.ListenKeyEvents(ctx, f.cfg.ListenDSN, f.cfg.Keepalive,
+		lctx, hangUp := context.WithCancel(ctx)
+		f.mu.Lock()
+		f.hangUp, f.behind = hangUp, false
+		f.mu.Unlock()
+		err := f.cfg.Store.ListenKeyEvents(lctx, f.cfg.ListenDSN, f.cfg.Keepalive,
 			func() error {
 				if err := f.catchUp(ctx); err != nil {
 					return err
 				}
 				connectedAt = time.Now()
+				f.connected.Store(connectedAt.UnixNano())
 				f.alive.Store(connectedAt.UnixNano())
 				f.lastErr.Store(nil)
 				f.up.Store(true)
@@ -144,10 +164,16 @@ func (f *Follower) Run(ctx context.Context) {
 				return nil
 			},
 			func() { f.alive.Store(time.Now().UnixNano()) },
-			func(ev store.KeyEvent) error { return f.event(ctx, ev) })
+			func(ev store.KeyEvent) error { return f.event(lctx, ev) })
+		hangUp()
 		if ctx.Err() != nil {
 			break
 		}
+		f.mu.Lock()
+		if f.behind {
+			err = errBehind
+		}
+		f.mu.Unlock()
 		f.lastErr.Store(&err)
 		if f.up.Swap(false) {
 			// Deletions may have gone unseen since the connection last
@@ -360,6 +386,7 @@ func (f *Follower) heartbeats(ctx context.Context) {
 	prune := time.Now()
 	for {
 		f.heartbeat(ctx)
+		f.checkCaughtUp(ctx)
 		if time.Since(prune) > time.Hour {
 			prune = time.Now()
 			pctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -398,6 +425,40 @@ func (f *Follower) heartbeat(ctx context.Context) {
 			c.Write(zap.Error(err))
 		}
 	}
+}
+
+// checkCaughtUp compares the store's last key event with the last one
+// applied here. An event the store had a heartbeat ago or earlier that is
+// still not applied was missed while the listener seemed fine (a listen
+// DSN that reaches another database than the pool, a notification lost):
+// the cache is distrusted from when the listener last applied anything or
+// connected, and the listener hangs up, to reconnect and catch up.
+func (f *Follower) checkCaughtUp(ctx context.Context) {
+	now := time.Now()
+	if now.Sub(f.probedAt) < f.cfg.Heartbeat {
+		return // heartbeats also come early, with every applied event
+	}
+	cctx, cancel := context.WithTimeout(ctx, f.cfg.Heartbeat)
+	last, err := f.cfg.Store.LastKeyEvent(cctx)
+	cancel()
+	if err != nil {
+		return // the store is down: the listener finds out by itself
+	}
+	probe, probed := f.probe, !f.probedAt.IsZero()
+	f.probe, f.probedAt = last, now
+	if !probed || !f.up.Load() || f.applied.Load() >= probe {
+		return
+	}
+	since := max(f.appliedAt.Load(), f.connected.Load())
+	f.cfg.Cache.Distrust(time.Unix(0, since))
+	f.cfg.Logger.Warn("key events go unapplied while the listener seems connected; listening afresh",
+		zap.Int64("applied_seq", f.applied.Load()), zap.Int64("last_seq", probe))
+	f.mu.Lock()
+	if f.hangUp != nil {
+		f.behind = true
+		f.hangUp()
+	}
+	f.mu.Unlock()
 }
 
 // Receipt says on how many live instances a key event has taken effect,

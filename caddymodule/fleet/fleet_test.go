@@ -26,6 +26,7 @@ type cacheLog struct {
 	forgotKeys []string
 	forgotAll  int
 	distrusted bool
+	distrusts  int
 }
 
 func (c *cacheLog) Forget(d keys.Digest) { c.mu.Lock(); c.forgot = append(c.forgot, d); c.mu.Unlock() }
@@ -34,9 +35,14 @@ func (c *cacheLog) ForgetKey(id string) {
 	c.forgotKeys = append(c.forgotKeys, id)
 	c.mu.Unlock()
 }
-func (c *cacheLog) ForgetAll()         { c.mu.Lock(); c.forgotAll++; c.mu.Unlock() }
-func (c *cacheLog) Distrust(time.Time) { c.mu.Lock(); c.distrusted = true; c.mu.Unlock() }
-func (c *cacheLog) Trust()             { c.mu.Lock(); c.distrusted = false; c.mu.Unlock() }
+func (c *cacheLog) ForgetAll() { c.mu.Lock(); c.forgotAll++; c.mu.Unlock() }
+func (c *cacheLog) Distrust(time.Time) {
+	c.mu.Lock()
+	c.distrusted = true
+	c.distrusts++
+	c.mu.Unlock()
+}
+func (c *cacheLog) Trust() { c.mu.Lock(); c.distrusted = false; c.mu.Unlock() }
 
 func (c *cacheLog) state() (forgot []keys.Digest, all int, distrusted bool) {
 	c.mu.Lock()
@@ -333,4 +339,44 @@ func TestFollowerHistoryDiverged(t *testing.T) {
 	// Followed from there on: the next event applies as usual.
 	next := w.createKey("after")
 	w.waitFor("the next event", func() bool { return w.f.Applied() == next.Seq && w.forgot(next.Digest) })
+}
+
+// TestFollowerCatchesUpWhenEventsGoUnapplied: a listener that stays
+// connected but receives nothing (its DSN reaches another database than
+// the pool, where no NOTIFY of this schema arrives) is found behind by
+// the heartbeat's comparison with the store's last event: the follower
+// distrusts the cache and listens afresh, which applies what it missed.
+func TestFollowerCatchesUpWhenEventsGoUnapplied(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.stop()
+	<-w.done
+	u, err := url.Parse(w.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/postgres"
+	f, err := New(Config{Store: w.st, ListenDSN: u.String(), Cache: w.cache, InstanceID: "inst-2", Address: "test",
+		Heartbeat: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	w.waitFor("the listener", f.Up)
+	w.cache.mu.Lock()
+	before := w.cache.distrusts
+	w.cache.mu.Unlock()
+
+	k := w.createKey("unannounced")
+	w.waitFor("the missed event to be applied", func() bool { return f.Applied() == k.Seq && w.forgot(k.Digest) })
+	w.waitFor("following again", func() bool { _, _, distrusted := w.cache.state(); return f.Up() && !distrusted })
+	w.cache.mu.Lock()
+	after := w.cache.distrusts
+	w.cache.mu.Unlock()
+	if after == before {
+		t.Fatal("the cache was not distrusted while the follower was behind")
+	}
 }

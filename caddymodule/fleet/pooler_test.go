@@ -37,7 +37,7 @@ type instance struct {
 	follower *fleet.Follower
 }
 
-func newInstance(t *testing.T, n int, poolDSN, direct string, kr *keys.Keyring) *instance {
+func newInstance(t *testing.T, poolDSN, direct string) *instance {
 	t.Helper()
 	st, err := postgres.Open(t.Context(), poolDSN, postgres.WithSessionDSN(direct))
 	if err != nil {
@@ -47,20 +47,24 @@ func newInstance(t *testing.T, n int, poolDSN, direct string, kr *keys.Keyring) 
 	return &instance{st: st}
 }
 
-// start checks the secrets and starts following the key events.
-func (in *instance) start(t *testing.T, n int, direct string, kr *keys.Keyring) {
+// defaultCache is the app's cache with its default settings.
+var defaultCache = cache.Config{Size: 1000, TTL: time.Minute, NegativeTTL: time.Minute, FetchTimeout: 5 * time.Second,
+	StaleBound: 5 * time.Second, TTLFollowing: time.Hour}
+
+// start checks the secrets and starts following the key events, listening
+// on listen.
+func (in *instance) start(t *testing.T, n int, listen string, kr *keys.Keyring, cfg cache.Config) {
 	t.Helper()
 	if _, err := auth.CheckSecrets(t.Context(), in.st, kr, false); err != nil {
 		t.Fatal(err)
 	}
-	v, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: in.st.LookupKey,
-		Cache: cache.Config{Size: 1000, TTL: time.Minute, NegativeTTL: time.Minute, FetchTimeout: 5 * time.Second, StaleBound: 5 * time.Second}})
+	v, err := auth.NewVerifier(auth.VerifierConfig{Keyring: kr, Lookup: in.st.LookupKey, Cache: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	in.verifier = v
 	in.manager = &auth.Manager{Store: in.st, Keyring: kr, Verifier: v}
-	in.follower, err = fleet.New(fleet.Config{Store: in.st, ListenDSN: direct, Cache: v,
+	in.follower, err = fleet.New(fleet.Config{Store: in.st, ListenDSN: listen, Cache: v,
 		InstanceID: fmt.Sprintf("inst-%d", n), Address: "pooler test", Heartbeat: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +102,7 @@ func TestPgBouncerTwoInstances(t *testing.T) {
 	t.Logf("PgBouncer %s, transaction mode", pgtest.BouncerVersion(t))
 	kr, _ := keys.NewKeyring([]byte("pooler test secret 0123456789abcdef"))
 
-	ins := []*instance{newInstance(t, 0, poolDSN, direct, kr), newInstance(t, 1, poolDSN, direct, kr)}
+	ins := []*instance{newInstance(t, poolDSN, direct), newInstance(t, poolDSN, direct)}
 	var wg sync.WaitGroup
 	errs := make([]error, len(ins))
 	for i, in := range ins {
@@ -109,7 +113,7 @@ func TestPgBouncerTwoInstances(t *testing.T) {
 		t.Fatalf("migrating two instances together through PgBouncer: %v", err)
 	}
 	for i, in := range ins {
-		in.start(t, i, direct, kr)
+		in.start(t, i, direct, kr, defaultCache)
 	}
 	for _, in := range ins {
 		waitUntil(t, "the listeners to follow", in.follower.Up)
