@@ -77,11 +77,12 @@ type App struct {
 	// remembered in as many entries again, of their own, so that a flood
 	// of them never evicts a valid key. Default: 100000.
 	CacheSize int `json:"cache_size,omitempty"`
-	// CacheTTL is how long a valid key is trusted without asking the store.
-	// A key deleted on this instance is evicted at once; on other instances
-	// of a fleet it is refused at the latest after this long, and as soon
-	// as their listener applies the deletion while they follow the key
-	// events. Default: 1m.
+	// CacheTTL is how long a valid key is trusted without asking the store
+	// while no key events are followed: on the sqlite store, whose other
+	// processes (the command line) announce nothing, and on the postgres
+	// store while the listener is down or behind, where StaleBound bounds
+	// it further. A key deleted on this instance is evicted at once.
+	// Default: 1m.
 	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
 	// CacheTTLFollowing is how long a valid key is trusted without asking
 	// the store while this instance follows the fleet's key events
