@@ -280,6 +280,22 @@ func TestPgBouncerPreparedStatements(t *testing.T) {
 	t.Logf("without default_query_exec_mode: %v", failed)
 }
 
+// TestPgBouncerSearchPath: PgBouncer refuses a search_path in the DSN,
+// and keygate's diagnosis says where to set it instead.
+func TestPgBouncerSearchPath(t *testing.T) {
+	t.Parallel()
+	direct := pgtest.DSN(t)
+	st, err := postgres.Open(t.Context(), pooledDSN(pgtest.Bouncer(t, direct, pgtest.BouncerConfig{}))+"&search_path=keygate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	err = st.Ready(t.Context())
+	if d := st.Diagnose(err); d.Kind != store.KindPooler || !strings.Contains(d.Fix, "ALTER ROLE") {
+		t.Fatalf("a search_path in a DSN through PgBouncer: %v, diagnosed %+v; want kind %s naming ALTER ROLE", err, d, store.KindPooler)
+	}
+}
+
 // tryLock reports whether the schema's advisory lock named prefix is free,
 // taking and releasing it on a direct connection of its own.
 func tryLock(t *testing.T, direct, prefix string) bool {
