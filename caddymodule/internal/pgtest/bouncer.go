@@ -39,13 +39,7 @@ type BouncerConfig struct {
 // when pgbouncer is not installed.
 func Bouncer(t testing.TB, dsn string, cfg BouncerConfig) string {
 	t.Helper()
-	bin, err := osexec.LookPath("pgbouncer")
-	if err != nil {
-		bin = "/usr/sbin/pgbouncer"
-		if _, err := os.Stat(bin); err != nil {
-			t.Fatal("pgbouncer not found: install Debian's pgbouncer package (apt-get install pgbouncer; .ci/run does)")
-		}
-	}
+	bin := bouncerBin(t)
 	if cfg.PoolMode == "" {
 		cfg.PoolMode = "transaction"
 	}
@@ -107,7 +101,7 @@ func Bouncer(t testing.TB, dsn string, cfg BouncerConfig) string {
 // BouncerVersion returns the installed PgBouncer's version, as "1.18.0".
 func BouncerVersion(t testing.TB) string {
 	t.Helper()
-	out, err := osexec.Command("pgbouncer", "--version").CombinedOutput()
+	out, err := osexec.Command(bouncerBin(t), "--version").CombinedOutput()
 	if err != nil {
 		t.Fatalf("pgbouncer --version: %v (install Debian's pgbouncer package)", err)
 	}
@@ -116,6 +110,20 @@ func BouncerVersion(t testing.TB) string {
 		t.Fatalf("pgbouncer --version said %q", out)
 	}
 	return string(m[1])
+}
+
+// bouncerBin finds pgbouncer, which Debian installs in /usr/sbin, not
+// always on a PATH.
+func bouncerBin(t testing.TB) string {
+	t.Helper()
+	if bin, err := osexec.LookPath("pgbouncer"); err == nil {
+		return bin
+	}
+	const bin = "/usr/sbin/pgbouncer"
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatal("pgbouncer not found: install Debian's pgbouncer package (apt-get install pgbouncer; .ci/run does)")
+	}
+	return bin
 }
 
 // startBouncer runs pgbouncer in the foreground until the test ends and
