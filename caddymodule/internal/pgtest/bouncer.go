@@ -131,6 +131,8 @@ func bouncerBin(t testing.TB) string {
 func startBouncer(t testing.TB, bin, dir, ini string, port int) error {
 	t.Helper()
 	cmd := osexec.Command(bin, ini)
+	// It goes with the test process, even one that dies without cleaning up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}
 	if os.Geteuid() == 0 { // PgBouncer refuses to run as root
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -146,7 +148,7 @@ func startBouncer(t testing.TB, bin, dir, ini string, port int) error {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting pgbouncer: %v", err)
