@@ -47,6 +47,13 @@ type fleet struct {
 // proxy, or to another cluster) and listen DSN.
 func newFleet(t testing.TB, n int, dsn string, dsnFor func(i int) (storeDSN, listenDSN string)) *fleet {
 	t.Helper()
+	return newFleetWith(t, n, dsn, dsnFor, "")
+}
+
+// newFleetWith is newFleet with more lines for the keygate global option,
+// which override the fleet's.
+func newFleetWith(t testing.TB, n int, dsn string, dsnFor func(i int) (storeDSN, listenDSN string), global string) *fleet {
+	t.Helper()
 	ctx := t.Context()
 	f := &fleet{t: t, dsn: dsn}
 	var err error
@@ -85,7 +92,7 @@ func newFleet(t testing.TB, n int, dsn string, dsnFor func(i int) (storeDSN, lis
 				// pause: the limits for keys that fail would throttle them.
 				"\t\tsecret {env.KEYGATE_SECRET}\n\t\tcache_ttl 10m\n\t\tnegative_ttl 10m\n\t\tstore_timeout 500ms\n" +
 				"\t\tclient_refusals off\n\t\tunknown_key_lookups off\n\t\tusage_interval 250ms\n" +
-				"\t\tstale_bound " + staleBound.String(),
+				"\t\tstale_bound " + staleBound.String() + global,
 			upstream: up.addr(),
 		})
 		nd.start()
