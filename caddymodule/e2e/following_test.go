@@ -26,6 +26,11 @@ func TestFleetCacheTTLFollowing(t *testing.T) {
 	f.create(live)
 	doomed, doomedKey := f.mint("doomed")
 	doomed = f.create(doomed)
+	// A creation's event drops the fills in flight: let both pass first.
+	f.waitFor("the node to apply the creations", 10*time.Second, func() bool {
+		ins, err := f.st.ListInstances(t.Context(), time.Now().Add(-time.Minute))
+		return err == nil && len(ins) == 1 && ins[0].AppliedSeq >= doomed.Seq
+	})
 	cached := time.Now()
 	for _, k := range []string{liveKey, doomedKey} {
 		if s := probe(n, k); s != http.StatusOK {
