@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	osexec "os/exec"
@@ -71,7 +70,7 @@ func Bouncer(t testing.TB, dsn string, cfg BouncerConfig) string {
 		server += " password=" + pc.Password
 	}
 	for attempt := 0; ; attempt++ {
-		port := freePort(t)
+		port := FreePort(t)
 		ini := filepath.Join(dir, "pgbouncer.ini")
 		writeFile(t, ini, strings.Join([]string{
 			"[databases]",
@@ -194,16 +193,6 @@ func startBouncer(t testing.TB, bin, dir, ini string, port int) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func writeFile(t testing.TB, path, content string) {
