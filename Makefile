@@ -74,6 +74,7 @@ test:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./caddymodule/keys ./caddymodule/cache ./caddymodule/auth ./caddymodule/scope ./caddymodule
 	$(GO) run ./cmd/loadbench -keygate $(BIN)
+	$(GO) test -run '^$$' -bench FleetRevocationLag -benchtime 1x ./caddymodule/fleet
 	$(GO) test -run '^$$' -bench 'RevocationLag|Flood|InspectMemory|Rekey' -benchtime 1x -timeout 60m ./caddymodule/e2e
 
 fmt:

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ const listenerRole = "kg_listener"
 // own listener connection, and the real verifier and cache the app uses.
 type member struct {
 	st   *postgres.Store
+	q    *queries
 	v    *auth.Verifier
 	f    *Follower
 	stop context.CancelFunc
@@ -108,7 +110,8 @@ func startScaleFleet(tb testing.TB, dsn string, n int, o scaleOptions) *scaleFle
 		if m.st, err = postgres.Open(ctx, pool); err != nil {
 			tb.Fatal(err)
 		}
-		m.v, err = auth.NewVerifier(auth.VerifierConfig{Keyring: sf.kr, Lookup: m.st.LookupKey,
+		m.q = &queries{FleetStore: m.st}
+		m.v, err = auth.NewVerifier(auth.VerifierConfig{Keyring: sf.kr, Lookup: m.q.lookup,
 			Cache: cache.Config{Size: 10_000, TTL: o.cacheTTL, NegativeTTL: o.cacheTTL, FetchTimeout: 10 * time.Second, StaleBound: o.cacheTTL}})
 		if err != nil {
 			tb.Fatal(err)
@@ -120,7 +123,7 @@ func startScaleFleet(tb testing.TB, dsn string, n int, o scaleOptions) *scaleFle
 		q := u.Query()
 		q.Set("application_name", "kg-follower-"+strconv.Itoa(i))
 		u.RawQuery = q.Encode()
-		m.f, err = New(Config{Store: m.st, ListenDSN: u.String(), Cache: c, InstanceID: "member-" + strconv.Itoa(i),
+		m.f, err = New(Config{Store: m.q, ListenDSN: u.String(), Cache: c, InstanceID: "member-" + strconv.Itoa(i),
 			Address: "scale test", Heartbeat: o.heartbeat, Keepalive: o.keepalive})
 		if err != nil {
 			tb.Fatal(err)
@@ -143,6 +146,54 @@ func startScaleFleet(tb testing.TB, dsn string, n int, o scaleOptions) *scaleFle
 		return sf.count("not following", func(m *member) bool { return !m.f.Up() })
 	})
 	return sf
+}
+
+// queries is a member's store as its follower and verifier use it,
+// counting the statements they send, by kind.
+type queries struct {
+	store.FleetStore
+	heartbeats, catchUps, lookups, pings atomic.Int64
+}
+
+func (q *queries) lookup(ctx context.Context, d keys.Digest) (store.Identity, error) {
+	q.lookups.Add(1)
+	return q.FleetStore.LookupKey(ctx, d)
+}
+
+func (q *queries) Heartbeat(ctx context.Context, in store.Instance) error {
+	q.heartbeats.Add(1)
+	return q.FleetStore.Heartbeat(ctx, in)
+}
+
+func (q *queries) LastKeyEvent(ctx context.Context) (int64, error) {
+	q.catchUps.Add(1)
+	return q.FleetStore.LastKeyEvent(ctx)
+}
+
+func (q *queries) KeyEventsSince(ctx context.Context, after int64, limit int) ([]store.KeyEvent, error) {
+	q.catchUps.Add(1)
+	return q.FleetStore.KeyEventsSince(ctx, after, limit)
+}
+
+// ListenKeyEvents counts the keepalive pings: the times the connection is
+// known alive (before each event, and after each ping) less the events.
+func (q *queries) ListenKeyEvents(ctx context.Context, dsn string, keepalive time.Duration, connected func() error, alive func(), event func(store.KeyEvent) error) error {
+	return q.FleetStore.ListenKeyEvents(ctx, dsn, keepalive, connected,
+		func() { q.pings.Add(1); alive() },
+		func(ev store.KeyEvent) error { q.pings.Add(-1); return event(ev) })
+}
+
+// statements sums the fleet's counted statements: heartbeats (receipts
+// included), catch-up queries, key lookups and keepalive pings.
+func (sf *scaleFleet) statements() [4]int64 {
+	var n [4]int64
+	for _, m := range sf.members {
+		n[0] += m.q.heartbeats.Load()
+		n[1] += m.q.catchUps.Load()
+		n[2] += m.q.lookups.Load()
+		n[3] += m.q.pings.Load()
+	}
+	return n
 }
 
 // count says how many members are in a state, or "" for none.
