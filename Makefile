@@ -66,7 +66,9 @@ test:
 # Micro-benchmarks (the request check, the scope policy, message checks,
 # the dashboard's lists of an account of 10 000 keys on Postgres),
 # real Caddy under load against plain Caddy and basic_auth, the time a
-# deletion or creation takes to reach every instance of a fleet of three,
+# deletion or creation takes to reach every instance of a fleet of three
+# (and each of 3 and of 50 followers in one process, with what they cost
+# Postgres),
 # a flood of 100 000 unknown keys against a client with a valid key,
 # keygate's memory under 128 concurrent fetches of a 7 MiB message, and
 # `keygate secret rotate` re-keying 1 000 000 keys while a client measures
