@@ -38,9 +38,9 @@ func (c timedCache) ForgetKey(id string) {
 // deletion's commit to each member evicting the key, over 200 deletions
 // made one at a time; and what the fleet costs its Postgres, a throwaway
 // cluster of its own so that its processes' CPU is the fleet's alone:
-// client connections, CPU and transactions while idle (heartbeats and
-// keepalive pings) and per deletion (the NOTIFY's delivery and every
-// member's receipt). Run it once:
+// client connections, and CPU and the members' statements while idle
+// (heartbeats and keepalive pings), per deletion (the notification's
+// delivery and every member's receipt) and per key lookup. Run it once:
 //
 //	go test -run '^$' -bench FleetRevocationLag -benchtime 1x ./caddymodule/fleet
 func BenchmarkFleetRevocationLag(b *testing.B) {
