@@ -1,6 +1,7 @@
 package pgtest
 
 import (
+	"context"
 	"fmt"
 	mathrand "math/rand/v2"
 	"net"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Cluster is a throwaway Postgres server that a test owns: it may stop,
@@ -109,6 +113,81 @@ func (c *Cluster) Exec(t testing.TB, sql string) {
 	if err := exec(c.DSN, sql); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
+}
+
+// QueryRow runs one query on the cluster's postgres database, on a
+// connection of its own, and scans its row into dest, failing the test on
+// error.
+func (c *Cluster) QueryRow(t testing.TB, sql string, args []any, dest ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(ctx, sql, args...).Scan(dest...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// CPU returns the CPU time (user and system) the cluster's processes have
+// spent so far: the postmaster, every live backend and background process,
+// and the backends that have exited (which the kernel adds to the
+// postmaster's children's time when it reaps them).
+func (c *Cluster) CPU() (time.Duration, error) {
+	pidFile, err := os.ReadFile(filepath.Join(c.Dir, "postmaster.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("reading the postmaster's pid: %w", err)
+	}
+	postmaster, err := strconv.Atoi(strings.SplitN(string(pidFile), "\n", 2)[0])
+	if err != nil {
+		return 0, fmt.Errorf("reading the postmaster's pid: %w", err)
+	}
+	procs, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return 0, err
+	}
+	var ticks int64
+	for _, p := range procs {
+		fields, ok := procStat(p)
+		if !ok {
+			continue // exited meanwhile
+		}
+		pid, _ := strconv.Atoi(fields[0])
+		ppid, _ := strconv.Atoi(fields[3])
+		switch {
+		case pid == postmaster:
+			for _, i := range []int{13, 14, 15, 16} { // utime, stime, cutime, cstime
+				n, _ := strconv.ParseInt(fields[i], 10, 64)
+				ticks += n
+			}
+		case ppid == postmaster:
+			for _, i := range []int{13, 14} {
+				n, _ := strconv.ParseInt(fields[i], 10, 64)
+				ticks += n
+			}
+		}
+	}
+	// Linux reports these in USER_HZ, 100 on every architecture Go runs on.
+	return time.Duration(ticks) * (time.Second / 100), nil
+}
+
+// procStat returns the fields of /proc/<pid>/stat, the command name (which
+// may hold spaces) replaced by its parentheses' position.
+func procStat(path string) ([]string, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, false
+	}
+	s := string(b)
+	lp, rp := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if lp < 0 || rp < lp {
+		return nil, false
+	}
+	rest := strings.Fields(s[rp+1:])
+	return append([]string{strings.TrimSpace(s[:lp]), "comm"}, rest...), true
 }
 
 // Log returns the server's log, for a test's failure message.
