@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/keygate/keygate/caddymodule/internal/keytest"
 	"github.com/keygate/keygate/caddymodule/internal/pgtest"
 	"github.com/keygate/keygate/caddymodule/keys"
 	"github.com/keygate/keygate/caddymodule/store"
@@ -164,15 +165,9 @@ func (f *fleet) waitFor(what string, limit time.Duration, cond func() bool) {
 
 // mint makes a key without storing it.
 func (f *fleet) mint(name string) (store.Key, string) {
-	secret, _ := keys.New()
-	id, _ := keys.NewID("key")
-	sealed, err := f.kr.Seal(secret, f.account, id)
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	k, secret := keytest.Mint(f.t, f.kr, f.account, name)
 	rememberKey(string(secret))
-	return store.Key{ID: id, AccountID: f.account, Name: name, Type: store.Standard, Display: secret.Display(),
-		Digest: f.kr.Digest([]byte(secret)), Sealed: sealed, CreatedBy: "fleet-test"}, string(secret)
+	return k, string(secret)
 }
 
 func (f *fleet) create(k store.Key) store.Key {

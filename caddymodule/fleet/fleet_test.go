@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/keygate/keygate/caddymodule/internal/keytest"
 	"github.com/keygate/keygate/caddymodule/internal/pgtest"
 	"github.com/keygate/keygate/caddymodule/keys"
 	"github.com/keygate/keygate/caddymodule/store"
@@ -107,11 +108,8 @@ func (w *world) waitFor(what string, cond func() bool) {
 
 func (w *world) createKey(name string) store.Key {
 	w.t.Helper()
-	secret, _ := keys.New()
-	id, _ := keys.NewID("key")
-	sealed, _ := w.kr.Seal(secret, w.account, id)
-	k, err := w.st.CreateKey(w.t.Context(), store.Key{ID: id, AccountID: w.account, Name: name, Type: store.Standard,
-		Display: secret.Display(), Digest: w.kr.Digest([]byte(secret)), Sealed: sealed, CreatedBy: "u"}, store.AuditEvent{Actor: "u"})
+	k, _ := keytest.Mint(w.t, w.kr, w.account, name)
+	k, err := w.st.CreateKey(w.t.Context(), k, store.AuditEvent{Actor: "u"})
 	if err != nil {
 		w.t.Fatal(err)
 	}

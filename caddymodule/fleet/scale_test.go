@@ -15,6 +15,7 @@ import (
 
 	"github.com/keygate/keygate/caddymodule/auth"
 	"github.com/keygate/keygate/caddymodule/cache"
+	"github.com/keygate/keygate/caddymodule/internal/keytest"
 	"github.com/keygate/keygate/caddymodule/internal/pgtest"
 	"github.com/keygate/keygate/caddymodule/keys"
 	"github.com/keygate/keygate/caddymodule/store"
@@ -231,17 +232,8 @@ func (sf *scaleFleet) waitFor(what string, limit time.Duration, problem func() s
 // Authorization header that sends it.
 func (sf *scaleFleet) mint(name string) (store.Key, []string) {
 	sf.tb.Helper()
-	secret, err := keys.New()
-	if err != nil {
-		sf.tb.Fatal(err)
-	}
-	id, _ := keys.NewID("key")
-	sealed, err := sf.kr.Seal(secret, sf.account, id)
-	if err != nil {
-		sf.tb.Fatal(err)
-	}
-	return store.Key{ID: id, AccountID: sf.account, Name: name, Type: store.Standard, Display: secret.Display(),
-		Digest: sf.kr.Digest([]byte(secret)), Sealed: sealed, CreatedBy: "scale"}, []string{"Bearer " + secret.Secret()}
+	k, secret := keytest.Mint(sf.tb, sf.kr, sf.account, name)
+	return k, []string{"Bearer " + secret.Secret()}
 }
 
 func (sf *scaleFleet) create(k store.Key) store.Key {

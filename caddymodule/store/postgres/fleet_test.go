@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/keygate/keygate/caddymodule/internal/keytest"
 	"github.com/keygate/keygate/caddymodule/internal/pgtest"
 	"github.com/keygate/keygate/caddymodule/keys"
 	"github.com/keygate/keygate/caddymodule/store"
@@ -18,14 +19,8 @@ import (
 // testKey builds a storable key of the account.
 func testKey(t *testing.T, kr *keys.Keyring, accountID, name string) store.Key {
 	t.Helper()
-	secret, _ := keys.New()
-	id, _ := keys.NewID("key")
-	sealed, err := kr.Seal(secret, accountID, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return store.Key{ID: id, AccountID: accountID, Name: name, Type: store.Standard, Display: secret.Display(),
-		Digest: kr.Digest([]byte(secret)), Sealed: sealed, CreatedBy: "user-1"}
+	k, _ := keytest.Mint(t, kr, accountID, name)
+	return k
 }
 
 func TestKeyEvents(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/caddymodule/internal/keytest"
 	"github.com/keygate/keygate/caddymodule/keys"
 	"github.com/keygate/keygate/caddymodule/store"
 )
@@ -100,30 +101,9 @@ func (f *fixture) account(name string) store.Account {
 // would: a fresh secret, its digest and its sealed copy.
 func (f *fixture) newKey(accountID, name string, typ store.KeyType, serverID string) (store.Key, keys.Key) {
 	f.t.Helper()
-	secret, err := keys.New()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	id, err := keys.NewID("key")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	sealed, err := f.kr.Seal(secret, accountID, id)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return store.Key{
-		ID:        id,
-		AccountID: accountID,
-		Name:      name,
-		Type:      typ,
-		ServerID:  serverID,
-		Display:   secret.Display(),
-		Digest:    f.kr.Digest([]byte(secret)),
-		Sealed:    sealed,
-		Secret:    f.kr.Current().Fingerprint(),
-		CreatedBy: "user-1",
-	}, secret
+	k, secret := keytest.Mint(f.t, f.kr, accountID, name)
+	k.Type, k.ServerID, k.CreatedBy = typ, serverID, "user-1"
+	return k, secret
 }
 
 func createEvent() store.AuditEvent {
