@@ -88,6 +88,8 @@ const (
 	msgNoInboxAPI = "Server-restricted keys cannot be created here: the dashboard has no inbox_api configured."
 	msgMismatch   = "The name you typed does not match the key's name. The key was not deleted."
 	msgStarting   = "keygate is starting. Try again in a moment."
+	msgStoreDown  = "The key store is not answering. Try again in a moment."
+	msgStoreLost  = "The key store stopped answering, so whether this change was made is not known. Reload the API Keys list to see, and try again if it was not."
 	msgInternal   = "Something went wrong. The error was logged; try again."
 )
 
@@ -345,8 +347,11 @@ func (p *problem) Error() string { return p.msg }
 func fail(status int, msg string) error { return &problem{status: status, msg: msg} }
 
 // statusOf maps an error to its status and a message for the user,
-// logging what the user is not told.
-func (d *Dashboard) statusOf(r *http.Request, err error) (int, string) {
+// logging what the user is not told. A store that does not answer (down,
+// failing over, out of connections) is a 503 to retry, not a 500; for a
+// change, the user is told that its outcome is not known, since the
+// commit may have happened before the answer was lost.
+func (d *Dashboard) statusOf(r *http.Request, s *session, err error) (int, string) {
 	var p *problem
 	var mbe *http.MaxBytesError
 	switch {
@@ -357,8 +362,31 @@ func (d *Dashboard) statusOf(r *http.Request, err error) (int, string) {
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, msgNoKey
 	}
+	if diag, ok := storeDown(s, err); ok {
+		d.cfg.Logger.Warn("dashboard request failed: the store is not answering", zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			zap.String("store", diag.Kind), zap.String("cause", diag.Cause), zap.String("detail", diag.Detail))
+		if r.Method == http.MethodPost {
+			return http.StatusServiceUnavailable, msgStoreLost
+		}
+		return http.StatusServiceUnavailable, msgStoreDown
+	}
 	d.cfg.Logger.Error("dashboard request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
 	return http.StatusInternalServerError, msgInternal
+}
+
+// storeDown says whether err is the session's store not answering, a
+// problem that clears by itself, with the store's diagnosis.
+func storeDown(s *session, err error) (store.Diagnosis, bool) {
+	if s == nil || s.st == nil {
+		return store.Diagnosis{}, false
+	}
+	diag := s.st.Diagnose(err)
+	switch diag.Kind {
+	case store.KindUnreachable, store.KindConnectionLost, store.KindServerUnavailable,
+		store.KindTooManyConnections, store.KindTimeout, store.KindBusy:
+		return diag, !diag.Permanent
+	}
+	return diag, false
 }
 
 func remoteHost(r *http.Request) string {

@@ -23,7 +23,9 @@ import (
 	"github.com/keygate/keygate/caddymodule/auth"
 	"github.com/keygate/keygate/caddymodule/fleet"
 	"github.com/keygate/keygate/caddymodule/inboxapi"
+	"github.com/keygate/keygate/caddymodule/keys"
 	"github.com/keygate/keygate/caddymodule/store"
+	"github.com/keygate/keygate/caddymodule/store/postgres"
 	"github.com/keygate/keygate/cmd/inboxsim/sim"
 )
 
@@ -1166,4 +1168,43 @@ func TestFleetPageForOperatorsOnly(t *testing.T) {
 	expect(t, "fleet page, operator and administrator", f.get("/fleet?account="+f.other, "dave"), http.StatusOK,
 		`href="audit?account=`+f.other+`"`, `href="fleet?account=`+f.other+`" aria-current="page"`)
 	expect(t, "key list, operator and administrator", f.get("/?account="+f.acme, "dave"), http.StatusOK, `href="fleet?account=`+f.acme+`"`)
+}
+
+// downBackend is a started keygate whose Postgres does not answer.
+type downBackend struct {
+	st  store.Store
+	mgr *auth.Manager
+}
+
+func (b downBackend) Store() store.Store     { return b.st }
+func (b downBackend) Manager() *auth.Manager { return b.mgr }
+func (downBackend) Receipt(context.Context, store.Key) (fleet.Receipt, bool, error) {
+	return fleet.Receipt{}, false, nil
+}
+func (downBackend) Instances(context.Context) ([]store.Instance, error) { return nil, nil }
+
+// TestStoreDown: a store that does not answer is a 503 to retry, never a
+// 500; a change is said to have an unknown outcome, since its commit may
+// have happened before the answer was lost.
+func TestStoreDown(t *testing.T) {
+	st, err := postgres.Open(context.Background(), "postgres://postgres@127.0.0.1:1/keygate?sslmode=disable&connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	kr, err := keys.NewKeyring([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t}
+	f.dash = admin.New(admin.Config{Backend: downBackend{st: st, mgr: &auth.Manager{Store: st, Keyring: kr}}, Identify: testIdentify})
+	for _, target := range []string{"/", "/audit?account=acct_x", "/api/accounts"} {
+		r := f.get(target, "alice")
+		expect(t, "GET "+target, r, http.StatusServiceUnavailable, "The key store is not answering. Try again in a moment.")
+		if r.header.Get("Retry-After") == "" {
+			t.Errorf("GET %s: no Retry-After", target)
+		}
+	}
+	r := f.post("/delete", "alice", url.Values{"account": {"acct_x"}, "key": {"key_x"}, "confirm_name": {"x"}})
+	expect(t, "a deletion", r, http.StatusServiceUnavailable, "whether this change was made is not known")
 }

@@ -522,7 +522,10 @@ var errorTitles = map[int]string{
 
 // writeError answers an error as a page or as JSON.
 func (d *Dashboard) writeError(w http.ResponseWriter, r *http.Request, s *session, api bool, err error) {
-	status, msg := d.statusOf(r, err)
+	status, msg := d.statusOf(r, s, err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
 	if api {
 		writeJSON(w, status, map[string]string{"error": msg})
 		return
@@ -532,7 +535,9 @@ func (d *Dashboard) writeError(w http.ResponseWriter, r *http.Request, s *sessio
 		title = http.StatusText(status)
 	}
 	v := errorView{view: view{Title: title}, Status: status, Message: msg}
-	if s != nil && status != http.StatusInternalServerError {
+	// The navigation needs the store: not after a 500, nor when the
+	// store is what failed.
+	if s != nil && status != http.StatusInternalServerError && status != http.StatusServiceUnavailable {
 		v.User, v.Operator = s.user, d.operators[s.user]
 		v.Accounts, _ = s.memberships(r.Context())
 		v.about(r)

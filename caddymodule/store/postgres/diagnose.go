@@ -96,6 +96,11 @@ func (s *Store) Diagnose(err error) store.Diagnosis {
 			return d
 		}
 	}
+	if errors.Is(err, pgconn.ErrConnClosed) {
+		// Used after the server went away (a failover, a restart): what a
+		// statement on it did, if it was sent at all, is not known.
+		return store.Diagnosis{Kind: store.KindConnectionLost, Cause: "the connection to Postgres was closed", Detail: err.Error()}
+	}
 	d := store.Diagnose(err)
 	if d.Kind == store.KindUnreachable {
 		d.Cause = "nothing accepts connections at the Postgres address in the DSN"

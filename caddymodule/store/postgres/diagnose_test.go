@@ -165,3 +165,16 @@ func TestDiagnoseSQLStates(t *testing.T) {
 		}
 	}
 }
+
+// TestDiagnoseClosedConnection: a statement on a connection the server
+// closed (a failover, a restart) is a lost connection, not "other".
+func TestDiagnoseClosedConnection(t *testing.T) {
+	ctx := t.Context()
+	conn, err := pgconn.Connect(ctx, pgtest.DSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	_, err = conn.Exec(ctx, "select 1").ReadAll()
+	checkDiagnosis(t, "a statement on a closed connection", err, store.KindConnectionLost, false)
+}
