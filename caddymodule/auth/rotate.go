@@ -188,13 +188,31 @@ func (r Rotation) rekeyAll(ctx context.Context, from string, res *RotateResult, 
 			perAccount[k.AccountID]++ // one too many only for a key deleted meanwhile
 			rekeys = append(rekeys, store.Rekey{KeyID: k.ID, From: k.Secret, To: to.Fingerprint(), Digest: to.Digest([]byte(plain)), Sealed: sealed})
 		}
-		n, err := r.Store.RekeyKeys(ctx, rekeys)
+		n, err := r.rekey(ctx, rekeys)
 		if err != nil {
 			return fmt.Errorf("re-keying keys after %s: %w", ks[0].ID, err)
 		}
 		res.Done += int64(n)
 		if r.Progress != nil {
 			r.Progress(res.Progress)
+		}
+	}
+}
+
+// rekeyAttempts bounds the tries of one batch that the store refuses as
+// busy.
+const rekeyAttempts = 5
+
+// rekey writes one batch, again when the store says it was busy (a
+// deadlock or serialization failure with another writer of the same
+// keys, such as an instance's last-used flush): such a batch was rolled
+// back whole, and each update is conditional on the row being what was
+// read, so writing it again is safe.
+func (r Rotation) rekey(ctx context.Context, rekeys []store.Rekey) (int, error) {
+	for attempt := 1; ; attempt++ {
+		n, err := r.Store.RekeyKeys(ctx, rekeys)
+		if err == nil || attempt == rekeyAttempts || r.Store.Diagnose(err).Kind != store.KindBusy || ctx.Err() != nil {
+			return n, err
 		}
 	}
 }

@@ -440,3 +440,51 @@ func TestManagerMakesKeysWithTheStoresSecret(t *testing.T) {
 		t.Fatalf("an instance without the store's current secret made a key: %v", err)
 	}
 }
+
+// busyStore refuses the first batches it is asked to re-key as the store
+// refuses a batch that ran into another writer (a deadlock), and then
+// writes them.
+type busyStore struct {
+	store.Store
+	refusals int
+	asked    int
+}
+
+var errDeadlock = errors.New("re-keying keys: ERROR: deadlock detected (SQLSTATE 40P01)")
+
+func (b *busyStore) RekeyKeys(ctx context.Context, rekeys []store.Rekey) (int, error) {
+	b.asked++
+	if b.asked <= b.refusals {
+		return 0, errDeadlock
+	}
+	return b.Store.RekeyKeys(ctx, rekeys)
+}
+
+func (b *busyStore) Diagnose(err error) store.Diagnosis {
+	if errors.Is(err, errDeadlock) {
+		return store.Diagnosis{Kind: store.KindBusy}
+	}
+	return b.Store.Diagnose(err)
+}
+
+// TestRotateRetriesBusyBatches: a batch the store refuses as busy is
+// written again, a few times, rather than stopping the rotation half way;
+// past that, the rotation stops and says why.
+func TestRotateRetriesBusyBatches(t *testing.T) {
+	stores(t, func(t *testing.T, st store.Store, local bool) {
+		ctx := context.Background()
+		a := keyring(t, secretA)
+		storeWithKeys(t, st, a, local, 5)
+		ba := keyring(t, secretB, secretA)
+
+		busy := &busyStore{Store: st, refusals: rekeyAttempts}
+		if _, err := Rotate(ctx, Rotation{Store: busy, Keyring: ba, Actor: "operator:test", Batch: 2}); !errors.Is(err, errDeadlock) {
+			t.Fatalf("Rotate with a store busy %d times: %v", rekeyAttempts, err)
+		}
+		busy = &busyStore{Store: st, refusals: rekeyAttempts - 1}
+		res, err := Rotate(ctx, Rotation{Store: busy, Keyring: ba, Actor: "operator:test", Batch: 2})
+		if err != nil || res.Done != 5 || res.Failed != 0 {
+			t.Fatalf("Rotate with a store busy %d times = %+v, %v", rekeyAttempts-1, res, err)
+		}
+	})
+}

@@ -50,6 +50,10 @@ var sqlStates = map[string]store.Diagnosis{
 	"42P05": {Kind: store.KindPooler, Permanent: true, Fix: fixPooler},
 	"53300": {Kind: store.KindTooManyConnections,
 		Fix: "raise the server's max_connections, or lower pool_max_conns in the DSN of every instance"},
+	// A transaction rolled back because it ran into another: written
+	// again, it goes through.
+	"40P01": {Kind: store.KindBusy},
+	"40001": {Kind: store.KindBusy},
 	"57P01": {Kind: store.KindServerUnavailable},
 	"57P02": {Kind: store.KindServerUnavailable},
 	"57P03": {Kind: store.KindServerUnavailable},

@@ -155,6 +155,8 @@ func TestDiagnoseSQLStates(t *testing.T) {
 		{"53300", `sorry, too many clients already`, store.KindTooManyConnections, false, "max_connections"},
 		{"57P03", `the database system is starting up`, store.KindServerUnavailable, false, ""},
 		{"08006", `connection failure`, store.KindConnectionLost, false, ""},
+		{"40P01", `deadlock detected`, store.KindBusy, false, ""},
+		{"40001", `could not serialize access due to concurrent update`, store.KindBusy, false, ""},
 		{"26000", `prepared statement "stmtcache_1adc" does not exist`, store.KindPooler, true, "default_query_exec_mode=cache_describe"},
 		{"08P01", `unsupported startup parameter: search_path`, store.KindPooler, true, "ALTER ROLE"},
 	} {

@@ -227,20 +227,30 @@ func (s *Store) TouchKeys(ctx context.Context, used map[string]time.Time) error 
 	if len(ids) == 0 {
 		return nil
 	}
-	// Sorted ids make concurrent batches from several instances lock rows
-	// in the same order, so they queue rather than deadlock.
 	sort.Strings(ids)
 	ats := make([]time.Time, len(ids))
 	for i, id := range ids {
 		ats[i] = utc(used[id])
 	}
+	// Rows are locked in id order first, as every other writer of several
+	// keys (RekeyKeys, RecordActivity) locks them, so that concurrent
+	// batches queue rather than deadlock: the update alone locks them in
+	// the order of its join, which a hash join does not keep.
+	const lockSQL = `select id from api_keys where id = any($1) order by id for no key update`
 	// greatest ignores nulls: a first use sets the time.
 	const touchSQL = `
 		update api_keys k
 		set last_used_at = greatest(k.last_used_at, u.at)
 		from unnest($1::text[], $2::timestamptz[]) as u(id, at)
 		where k.id = u.id`
-	if _, err := s.pool.Exec(ctx, touchSQL, ids, ats); err != nil {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, lockSQL, ids); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, touchSQL, ids, ats)
+		return err
+	})
+	if err != nil {
 		return wrap("recording key use", "key", err)
 	}
 	return nil
