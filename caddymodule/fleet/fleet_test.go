@@ -235,22 +235,30 @@ func TestFollowerNumbersWentBack(t *testing.T) {
 	w.waitFor("the new event", func() bool { return w.f.Applied() == k.Seq && w.forgot(k.Digest) })
 }
 
+// stoppedWithDatabase stops the world's follower, for a test to run one
+// of its own, and returns the world's DSN with another database: a
+// listener that cannot connect, or one that hears no event of this schema.
+func (w *world) stoppedWithDatabase(name string) string {
+	w.t.Helper()
+	w.stop()
+	<-w.done
+	u, err := url.Parse(w.dsn)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
 // TestFollowerReportsWhyItCannotConnect: a listen DSN naming a database
 // that does not exist is reported on every try, and LastError says why
 // until the follower is up.
 func TestFollowerReportsWhyItCannotConnect(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	w.stop()
-	<-w.done
-
-	u, err := url.Parse(w.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/kg_no_such_database_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	listenDSN := w.stoppedWithDatabase("kg_no_such_database_" + strconv.FormatInt(time.Now().UnixNano(), 36))
 	reports := make(chan error, 100)
-	f, err := New(Config{Store: w.st, ListenDSN: u.String(), Cache: w.cache, InstanceID: "inst-2", Address: "test",
+	f, err := New(Config{Store: w.st, ListenDSN: listenDSN, Cache: w.cache, InstanceID: "inst-2", Address: "test",
 		Heartbeat: 100 * time.Millisecond, Report: func(err error) {
 			select {
 			case reports <- err:
@@ -347,14 +355,7 @@ func TestFollowerHistoryDiverged(t *testing.T) {
 func TestFollowerCatchesUpWhenEventsGoUnapplied(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	w.stop()
-	<-w.done
-	u, err := url.Parse(w.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/postgres"
-	f, err := New(Config{Store: w.st, ListenDSN: u.String(), Cache: w.cache, InstanceID: "inst-2", Address: "test",
+	f, err := New(Config{Store: w.st, ListenDSN: w.stoppedWithDatabase("postgres"), Cache: w.cache, InstanceID: "inst-2", Address: "test",
 		Heartbeat: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
